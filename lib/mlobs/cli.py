@@ -1,0 +1,231 @@
+"""The ``mlobs`` command line: one click group, one command per mode.
+
+Imports stay lazy: this module pulls in click and the standard library only, so ``mlobs --help``
+and ``mlobs MODE --help`` are instant; a mode imports its heavy libraries when it runs.
+Every option is also an action input of the same name (see ``action.yml``) and an environment
+variable ``MLOBS_<NAME>``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+import click
+
+from mlobs import __version__, modes
+
+# Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py.
+SECRET_OPTIONS = ("github-token", "loki-token", "loki-password")
+
+
+def env_name(option: str) -> str:
+    return "MLOBS_" + option.upper().replace("-", "_")
+
+
+def opt(name: str, help: str, **kwargs) -> Callable:
+    """An option named like its action input, with its env var documented in --help."""
+    envvars = [env_name(name), *kwargs.pop("extra_envvars", [])]
+    return click.option(
+        f"--{name}", name.replace("-", "_"), envvar=envvars, show_envvar=True, help=help, **kwargs
+    )
+
+
+def flag(name: str, help: str, default: bool) -> Callable:
+    """A boolean that takes an optional value: ``--dry-run``, ``--dry-run=false``, ``true``."""
+    return opt(
+        name, help, type=click.BOOL, default=default, is_flag=False, flag_value=True,
+        show_default=True, metavar="[true|false]",
+    )
+
+
+COMMON_OPTIONS = [
+    opt("github-token", "Token for comments and check runs; leave empty to skip the API.",
+        extra_envvars=["GITHUB_TOKEN"]),
+    opt("comment-mode", "Pull-request comment: update one sticky comment, add a new one, or none.",
+        type=click.Choice(["sticky", "new", "off"]), default="sticky", show_default=True),
+    opt("comment-key", "Extra key for the sticky comment, for several runs of one mode per PR.",
+        default=""),
+    flag("check-run", "Create a check run with annotations.", True),
+    opt("fail-on", "Exit non-zero on: a violation (1), also inconclusive results (2), or never.",
+        type=click.Choice(["violation", "inconclusive", "never"]), default="violation",
+        show_default=True),
+    flag("dry-run", "Render comment, check run and summary to files under output-dir; send nothing.",
+         False),
+    opt("working-directory", "Where relative paths resolve.", default=".", show_default=True),
+    opt("output-dir", "Results, JUnit and dry-run files, relative to working-directory.",
+        default=".mlobs", show_default=True),
+    opt("model-version", "The model version under test."),
+    opt("baseline-version", "The model version to compare with."),
+]
+
+SLO_OPTIONS = [
+    opt("features", "Feature files or folders with SLO contracts (default: the bundled ones).",
+        multiple=True),
+    opt("loki-url", "Grafana Loki base URL, e.g. https://loki.example.com."),
+    opt("loki-token", "Bearer token for Loki."),
+    opt("loki-username", "Basic-auth user for Loki."),
+    opt("loki-password", "Basic-auth password for Loki."),
+    opt("loki-tenant", "Tenant sent as X-Scope-OrgID."),
+    opt("loki-ca-cert", "CA bundle (PEM path) for Loki's TLS certificate."),
+    opt("logs-file", "JSON-lines log file to evaluate instead of Loki (embedded source)."),
+    opt("selector", "LogQL stream selector, e.g. '{namespace=\"openfaas-fn\"}'."),
+    opt("window", "Time window, e.g. 30m, 1h, 1d.", default="1h", show_default=True),
+    opt("window-end", "End of the window (RFC 3339 or Unix seconds); default now."),
+    opt("grafana-url", "Grafana base URL: each verdict links to Explore with its query."),
+    opt("vars", "Extra ${NAME} values for feature files, one NAME=VALUE per line or comma."),
+]
+
+LAKE_OPTIONS = [
+    opt("catalog", "pyiceberg catalog: 'uri=…,warehouse=…' or a name from .pyiceberg.yaml "
+        "(default: SQLite catalog under output-dir)."),
+    opt("table", "Iceberg table.", default="mlobs.predictions", show_default=True),
+    opt("engine", "Table engine.", type=click.Choice(["pyiceberg", "spark"]), default="pyiceberg",
+        show_default=True),
+    opt("spark-master", "Spark master URL or Spark Connect sc://….", default="local[*]",
+        show_default=True),
+]
+
+EVALUATE_OPTIONS = [
+    opt("bento", "A Bento tag or path to serve."),
+    opt("bento-url", "URL of a running Bento to attach to instead."),
+    opt("dataset", "Golden dataset: Parquet, CSV or JSON lines."),
+    opt("input-columns", "Dataset columns sent to the model (comma-separated)."),
+    opt("label-column", "Dataset column holding the true label.", default="label",
+        show_default=True),
+    opt("slice-columns", "Dataset columns to slice metrics by (comma-separated)."),
+    opt("batch-size", "Samples per request to the Bento.", type=click.IntRange(1), default=64,
+        show_default=True),
+    opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
+        show_default=True),
+    opt("max-regression", "Gates vs the baseline, e.g. 'accuracy=0.01,macro_f1=0.02'."),
+]
+
+REPORT_OPTIONS = [
+    opt("report-dir", "Where the static site is written.", default="public", show_default=True),
+    opt("report-url", "Public base URL of the site, for links in comments."),
+    opt("versions", "Versions to publish (comma-separated; default: model-version)."),
+]
+
+
+def with_options(options: list[Callable]) -> Callable:
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mlobs")
+def cli() -> None:
+    """Feed the real behaviour of ML services back into code review.
+
+    Exit codes: 0 pass, 1 SLO violated or metrics regressed, 2 could not evaluate.
+    """
+
+
+@cli.command(modes.SLO_VALIDATE)
+@with_options(COMMON_OPTIONS + SLO_OPTIONS)
+def slo_validate(**params: object) -> None:
+    """Verify SLO contracts (.feature files) with LogQL against Loki or a log file."""
+    run_mode(modes.SLO_VALIDATE, params)
+
+
+@cli.command(modes.EVALUATE)
+@with_options(COMMON_OPTIONS + LAKE_OPTIONS + EVALUATE_OPTIONS)
+def evaluate(**params: object) -> None:
+    """Evaluate a BentoML service on a golden dataset; one Iceberg snapshot per run."""
+    run_mode(modes.EVALUATE, params)
+
+
+@cli.command(modes.PUBLISH_REPORT)
+@with_options(COMMON_OPTIONS + LAKE_OPTIONS + REPORT_OPTIONS)
+def publish_report(**params: object) -> None:
+    """Build immutable static Hugo reports per model version, and comparison pages."""
+    run_mode(modes.PUBLISH_REPORT, params)
+
+
+# The module that computes each mode's Report: ``run(common, params) -> Report``.
+MODE_IMPLEMENTATIONS = {
+    modes.SLO_VALIDATE: "mlobs.slo.mode",
+    modes.EVALUATE: "mlobs.evaluate.mode",
+    modes.PUBLISH_REPORT: "mlobs.report.mode",
+}
+
+
+def run_mode(mode: str, params: dict) -> None:
+    """Compute the mode's result, report it everywhere, and exit with the policy's code."""
+    from mlobs.config import CommonSettings
+    from mlobs.errors import MlobsError, NotImplementedMode
+    from mlobs.github.actions import GithubActions
+    from mlobs.result import exit_code
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    actions = GithubActions()
+    if actions.in_actions:
+        for name in SECRET_OPTIONS:
+            actions.add_mask(params.get(name.replace("-", "_")))  # type: ignore[arg-type]
+
+    common = None
+    try:
+        common = CommonSettings.build(mode, params)
+        try:
+            implementation = importlib.import_module(MODE_IMPLEMENTATIONS[mode])
+        except ModuleNotFoundError as exc:
+            if not exc.name or not MODE_IMPLEMENTATIONS[mode].startswith(exc.name):
+                raise  # a missing dependency inside the mode, not the mode itself
+            raise NotImplementedMode(f"{mode}: not implemented yet") from None
+        report = implementation.run(common, params)
+    except MlobsError as exc:
+        fail(actions, exc, common)
+        return  # unreachable: fail() exits
+
+    reporter = _reporter(common, actions)
+    reporter.publish(report)
+    sys.exit(exit_code(report.verdict, common.fail_on))
+
+
+def fail(actions, exc, common) -> None:
+    """One clear line on stderr (and as an annotation in Actions), result=error, exit code."""
+    from mlobs.errors import NotImplementedMode
+    from mlobs.result import Report, Verdict
+
+    line = f"mlobs: error: {exc.one_line()}"
+    click.echo(line, err=True)
+    if actions.in_actions:
+        actions.error(exc.one_line(), title=f"mlobs {common.mode if common else ''}".strip())
+    if common is not None and not isinstance(exc, NotImplementedMode):
+        from mlobs.github import markdown as md
+
+        report = Report(
+            mode=common.mode,
+            verdict=Verdict.ERROR,
+            title=f"{modes.TITLES[common.mode]}: could not evaluate",
+            summary=md.text(exc.one_line()),
+            body=f"⛔ **Could not evaluate.** {md.text(exc.one_line())}\n",
+            key=common.comment_key,
+        )
+        _reporter(common, actions).publish(report)
+    else:
+        actions.set_output("result", "error")
+    sys.exit(exc.exit_code)
+
+
+def _reporter(common, actions):
+    from mlobs.github.context import GithubContext
+    from mlobs.github.reporter import Reporter
+
+    return Reporter(common.report_settings(), GithubContext.from_env(os.environ), actions)
+
+
+def main() -> None:
+    cli(prog_name="mlobs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reporting to GitHub: context, workflow commands, Markdown, and the reporter that sends it all."""
