@@ -71,6 +71,8 @@ SLO_OPTIONS = [
     opt("loki-password", "Basic-auth password for Loki."),
     opt("loki-tenant", "Tenant sent as X-Scope-OrgID."),
     opt("loki-ca-cert", "CA bundle (PEM path) for Loki's TLS certificate."),
+    opt("loki-timeout", "Seconds to keep retrying a Loki query (429, 5xx, connection errors).",
+        type=click.FloatRange(min=1), default=60, show_default=True),
     opt("logs-file", "JSON-lines log file to evaluate instead of Loki (embedded source)."),
     opt("selector", "LogQL stream selector, e.g. '{namespace=\"openfaas-fn\"}'."),
     opt("window", "Time window, e.g. 30m, 1h, 1d.", default="1h", show_default=True),

@@ -78,7 +78,7 @@ def exit_code(verdict: Verdict, fail_on: FailOn) -> int:
 class Annotation:
     """A check-run annotation; also rendered as a workflow command when no check run is possible."""
 
-    path: str
+    path: str | None  # None: not a file in the repository (e.g. the bundled contracts)
     start_line: int
     message: str
     level: str = "failure"  # failure | warning | notice (GitHub's annotation_level)

@@ -13,7 +13,10 @@ from collections.abc import Iterable, Sequence
 COMMENT_LIMIT = 65_536  # characters, issue and commit comment bodies
 CHECK_TEXT_LIMIT = 65_535  # characters, check-run output.summary and output.text
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# Inline punctuation that can start emphasis, code, links, tables or strike-through anywhere...
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# ...and what only matters at the start of a line (headings, lists, quotes, numbered lists).
+_LINE_START = re.compile(r"^(\s*|\s*\d+)((?<=\d)[.)]|(?<!\d)[#>+\-=])")
 
 
 def text(value: object) -> str:
@@ -25,7 +28,8 @@ def text(value: object) -> str:
     s = html.escape(str(value), quote=False)
     s = _MD_SPECIAL.sub(r"\\\1", s)
     s = s.replace("@", "&#64;")
-    return " ".join(s.split())
+    s = " ".join(s.split())
+    return _LINE_START.sub(lambda m: m[1] + "\\" + m[2], s)
 
 
 def code(value: object) -> str:
@@ -38,6 +42,13 @@ def code(value: object) -> str:
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
     return f"{fence}{pad}{s.replace('|', chr(92) + '|')}{pad}{fence}"
+
+
+def code_block(value: str, lang: str = "") -> str:
+    """A fenced block whose fence is longer than any backtick run inside (nothing escapes it)."""
+    longest = max((len(m) for m in re.findall(r"`+", value)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{value}\n{fence}"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -107,6 +107,8 @@ class Reporter:
                     published.comment_action, published.comment_url = result
         if published.check_run_id is None:
             self.publish_workflow_annotations(report.annotations)
+        else:  # the check run could not place these on a file: the log still shows them
+            self.publish_workflow_annotations([a for a in report.annotations if not a.path])
         return published
 
     def _api_usable(self) -> bool:
@@ -185,8 +187,8 @@ class Reporter:
                 WORKFLOW_ANNOTATION_LEVEL.get(ann.level, "warning"),
                 ann.message,
                 file=ann.path,
-                line=ann.start_line,
-                end_line=ann.end_line,
+                line=ann.start_line if ann.path else None,
+                end_line=ann.end_line if ann.path else None,
                 title=ann.title or None,
             )
 
@@ -227,7 +229,9 @@ class Reporter:
             "text": md.truncate(report.body, md.CHECK_TEXT_LIMIT, "the job summary"),
         }
         requests = []
-        for i, batch in enumerate(annotation_batches(report.annotations)):
+        # Only files in the repository can carry a check-run annotation.
+        in_repo = [a for a in report.annotations if a.path]
+        for i, batch in enumerate(annotation_batches(in_repo)):
             output = dict(output_base, annotations=[a.to_api() for a in batch])
             if i == 0:
                 payload = {

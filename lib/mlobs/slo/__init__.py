@@ -1,0 +1,1 @@
+"""slo-validate: SLO contracts in Gherkin, verified over Loki or a log file."""
