@@ -45,7 +45,9 @@ class GithubDouble:
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> GithubDouble:
@@ -62,14 +64,25 @@ class GithubDouble:
         return f"http://{host}:{port}{self.prefix}"
 
     # ---- test controls ---------------------------------------------------------------------
-    def refuse(self, method: str, path_pattern: str, status: int = 403,
-               message: str = "Resource not accessible by integration") -> None:
+    def refuse(
+        self,
+        method: str,
+        path_pattern: str,
+        status: int = 403,
+        message: str = "Resource not accessible by integration",
+    ) -> None:
         self._refusals.append((method.upper(), re.compile(path_pattern), status, message))
 
-    def add_pull(self, sha: str, number: int, state: str = "open", head_sha: str | None = None) -> None:
+    def add_pull(
+        self, sha: str, number: int, state: str = "open", head_sha: str | None = None
+    ) -> None:
         self.state.pulls_for_commit.setdefault(sha, []).append(
-            {"number": number, "state": state, "head": {"sha": head_sha or sha, "ref": "feature"},
-             "url": f"{self.url}/repos/{self.repo}/pulls/{number}"}
+            {
+                "number": number,
+                "state": state,
+                "head": {"sha": head_sha or sha, "ref": "feature"},
+                "url": f"{self.url}/repos/{self.repo}/pulls/{number}",
+            }
         )
 
     def seed_issue_comment(self, number: int, body: str, user: str = "someone") -> dict:
@@ -83,7 +96,9 @@ class GithubDouble:
     def _new_issue_comment(self, number: int, body: str, user: str = "github-actions[bot]") -> dict:
         cid = next(self._ids)
         comment = {
-            "id": cid, "body": body, "user": {"login": user, "type": "Bot"},
+            "id": cid,
+            "body": body,
+            "user": {"login": user, "type": "Bot"},
             "url": f"{self.url}/repos/{self.repo}/issues/comments/{cid}",
             "html_url": f"https://github.example/{self.repo}/pull/{number}#issuecomment-{cid}",
             "issue_url": f"{self.url}/repos/{self.repo}/issues/{number}",
@@ -104,10 +119,14 @@ class GithubDouble:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 with double._lock:
-                    double.requests.append(Recorded(method, parts.path, parse_qs(parts.query),
-                                                    dict(self.headers), body))
-                    status, payload, headers = double._route(method, parts.path,
-                                                             parse_qs(parts.query), self.headers, body)
+                    double.requests.append(
+                        Recorded(
+                            method, parts.path, parse_qs(parts.query), dict(self.headers), body
+                        )
+                    )
+                    status, payload, headers = double._route(
+                        method, parts.path, parse_qs(parts.query), self.headers, body
+                    )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -134,20 +153,30 @@ class GithubDouble:
             return 401, {"message": "Bad credentials"}, {}
         if self.prefix and not path.startswith(self.prefix):
             return 404, {"message": "Not Found"}, {}
-        path = path[len(self.prefix):]
+        path = path[len(self.prefix) :]
         for m, rx, status, message in self._refusals:
             if m == method and rx.search(path):
-                return status, {"message": message,
-                                "documentation_url": "https://docs.github.com/rest"}, {}
+                return (
+                    status,
+                    {"message": message, "documentation_url": "https://docs.github.com/rest"},
+                    {},
+                )
         base = f"/repos/{self.repo}"
         if not path.startswith(base):
             return 404, {"message": "Not Found"}, {}
-        rest = path[len(base):]
+        rest = path[len(base) :]
 
         if m := re.fullmatch(r"/issues/(\d+)", rest):
             number = int(m[1])
-            return 200, {"number": number, "url": f"{self.url}{base}/issues/{number}",
-                         "comments_url": f"{self.url}{base}/issues/{number}/comments"}, {}
+            return (
+                200,
+                {
+                    "number": number,
+                    "url": f"{self.url}{base}/issues/{number}",
+                    "comments_url": f"{self.url}{base}/issues/{number}/comments",
+                },
+                {},
+            )
         if m := re.fullmatch(r"/issues/(\d+)/comments", rest):
             number = int(m[1])
             if method == "GET":
@@ -166,8 +195,15 @@ class GithubDouble:
             return 200, comment, {}
         if m := re.fullmatch(r"/commits/([0-9a-f]+)", rest):
             sha = m[1]
-            return 200, {"sha": sha, "url": f"{self.url}{base}/commits/{sha}",
-                         "html_url": f"https://github.example/{self.repo}/commit/{sha}"}, {}
+            return (
+                200,
+                {
+                    "sha": sha,
+                    "url": f"{self.url}{base}/commits/{sha}",
+                    "html_url": f"https://github.example/{self.repo}/commit/{sha}",
+                },
+                {},
+            )
         if m := re.fullmatch(r"/commits/([0-9a-f]+)/pulls", rest):
             return self._page(self.state.pulls_for_commit.get(m[1], []), query, path)
         if m := re.fullmatch(r"/commits/([0-9a-f]+)/comments", rest):
@@ -178,9 +214,13 @@ class GithubDouble:
             if error := _too_long(body.get("body", ""), 65_536):
                 return error
             cid = next(self._ids)
-            comment = {"id": cid, "body": body["body"], "commit_id": sha,
-                       "url": f"{self.url}{base}/comments/{cid}",
-                       "html_url": f"https://github.example/{self.repo}/commit/{sha}#commitcomment-{cid}"}
+            comment = {
+                "id": cid,
+                "body": body["body"],
+                "commit_id": sha,
+                "url": f"{self.url}{base}/comments/{cid}",
+                "html_url": f"https://github.example/{self.repo}/commit/{sha}#commitcomment-{cid}",
+            }
             comments.append(comment)
             return 201, comment, {}
         if m := re.fullmatch(r"/comments/(\d+)", rest):
@@ -196,10 +236,13 @@ class GithubDouble:
                 if not body.get(required):
                     return 422, {"message": f"Invalid request: {required} wasn't supplied."}, {}
             cid = next(self._ids)
-            run = {"id": cid, "url": f"{self.url}{base}/check-runs/{cid}",
-                   "html_url": f"https://github.example/{self.repo}/runs/{cid}",
-                   **{k: v for k, v in body.items() if k != "output"},
-                   "output": dict(body.get("output") or {})}
+            run = {
+                "id": cid,
+                "url": f"{self.url}{base}/check-runs/{cid}",
+                "html_url": f"https://github.example/{self.repo}/runs/{cid}",
+                **{k: v for k, v in body.items() if k != "output"},
+                "output": dict(body.get("output") or {}),
+            }
             run["output"]["annotations"] = list((body.get("output") or {}).get("annotations", []))
             self.state.check_runs[cid] = run
             return 201, run, {}
@@ -227,19 +270,33 @@ class GithubDouble:
     def _page(self, items: list, query: dict, path: str):
         per_page = int(query.get("per_page", ["30"])[0])
         page = int(query.get("page", ["1"])[0])
-        chunk = items[(page - 1) * per_page: page * per_page]
+        chunk = items[(page - 1) * per_page : page * per_page]
         headers = {}
         if page * per_page < len(items):
-            headers["Link"] = (f'<{self.url}{path}?per_page={per_page}&page={page + 1}>; rel="next", '
-                               f'<{self.url}{path}?per_page={per_page}&page={-(-len(items) // per_page)}>; rel="last"')
+            headers["Link"] = (
+                f'<{self.url}{path}?per_page={per_page}&page={page + 1}>; rel="next", '
+                f'<{self.url}{path}?per_page={per_page}&page={-(-len(items) // per_page)}>; rel="last"'
+            )
         return 200, chunk, headers
 
 
 def _too_long(body: str, limit: int):
     if len(body) > limit:
-        return 422, {"message": "Validation Failed",
-                     "errors": [{"resource": "IssueComment", "code": "custom", "field": "body",
-                                 "message": f"body is too long (maximum is {limit} characters)"}]}, {}
+        return (
+            422,
+            {
+                "message": "Validation Failed",
+                "errors": [
+                    {
+                        "resource": "IssueComment",
+                        "code": "custom",
+                        "field": "body",
+                        "message": f"body is too long (maximum is {limit} characters)",
+                    }
+                ],
+            },
+            {},
+        )
     return None
 
 
@@ -253,9 +310,19 @@ def _check_output_error(output: dict | None):
             return 422, {"message": f"Invalid request: {key} wasn't supplied."}, {}
     for key in ("summary", "text"):
         if len(output.get(key) or "") > 65_535:
-            return 422, {"message": f"Invalid request: output.{key} is too long (maximum is 65535 characters)."}, {}
+            return (
+                422,
+                {
+                    "message": f"Invalid request: output.{key} is too long (maximum is 65535 characters)."
+                },
+                {},
+            )
     for ann in output.get("annotations", []):
         for required in ("path", "start_line", "end_line", "annotation_level", "message"):
             if required not in ann:
-                return 422, {"message": f"Invalid request: annotation {required} wasn't supplied."}, {}
+                return (
+                    422,
+                    {"message": f"Invalid request: annotation {required} wasn't supplied."},
+                    {},
+                )
     return None

@@ -16,7 +16,7 @@ CHECK_TEXT_LIMIT = 65_535  # characters, check-run output.summary and output.tex
 # Inline punctuation that can start emphasis, code, links, tables or strike-through anywhere...
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 # ...and what only matters at the start of a line (headings, lists, quotes, numbered lists).
-_LINE_START = re.compile(r"^(\s*|\s*\d+)((?<=\d)[.)]|(?<!\d)[#>+\-=])")
+_LINE_START = re.compile(r"^(\s*|\s*\d+)((?<=\d)[.)](?=\s|$)|(?<!\d)[#>+\-=])")
 
 
 def text(value: object) -> str:
