@@ -25,10 +25,7 @@ def requests(n: int, *, version: str = "v1", latency_ms=(60.0, 15.0), server_err
     for i in range(n):
         ts = start + (end - start) * i / max(1, n - 1)
         roll = rng.random()
-        if callable(latency_ms):
-            latency = latency_ms(rng)
-        else:
-            latency = max(1.0, rng.gauss(*latency_ms))
+        latency = latency_ms(rng) if callable(latency_ms) else max(1.0, rng.gauss(*latency_ms))
         line = {f.TIMESTAMP: rfc3339(ts), f.LEVEL: "info", f.EVENT: "request",
                 f.REQUEST_ID: f"{pod}-{seed}-{i}", f.MODEL_VERSION: version,
                 f.CONTENT_TYPE: "image/png", f.LATENCY_MS: round(latency, 3)}

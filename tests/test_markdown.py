@@ -18,7 +18,7 @@ def test_code_span_survives_backticks_and_pipes():
 
 def test_truncate_under_limit_is_identity_and_over_limit_fits():
     assert md.truncate("short", 100) == "short"
-    text = "\n".join("line %d" % i for i in range(10_000))
+    text = "\n".join(f"line {i}" for i in range(10_000))
     cut = md.truncate(text, 1000)
     assert len(cut) <= 1000 and "Truncated:" in cut
 

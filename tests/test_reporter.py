@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -100,9 +101,9 @@ def test_403_on_comments_and_checks_falls_back_to_summary_and_annotations(github
     assert out.count("::warning::") == 1, out  # said once, not per surface
     assert "Resource not accessible by integration" in out
     assert "::error file=features/a.feature,line=12,title=p99 latency::p99 312 ms > 150 ms" in out
-    assert "SLO validation: 2 passed" in open(gha_env["GITHUB_STEP_SUMMARY"]).read()
+    assert "SLO validation: 2 passed" in Path(gha_env["GITHUB_STEP_SUMMARY"]).read_text()
     assert len(published.refused) == 2
-    assert "result=fail" in open(gha_env["GITHUB_OUTPUT"]).read()
+    assert "result=fail" in Path(gha_env["GITHUB_OUTPUT"]).read_text()
 
 
 def test_github_unreachable_does_not_raise(gha_env, stream):
@@ -180,7 +181,7 @@ def test_dry_run_renders_files_and_sends_nothing(github, gha_env, stream, tmp_pa
     requests = json.loads((out / "check-run.json").read_text())
     assert [r["method"] for r in requests] == ["POST", "PATCH"]
     assert (out / "comment.md").read_text().startswith(marker("slo-validate"))
-    assert open(gha_env["GITHUB_STEP_SUMMARY"]).read() == ""  # nothing sent, summary included
+    assert Path(gha_env["GITHUB_STEP_SUMMARY"]).read_text() == ""  # nothing sent, summary included
 
 
 def test_no_token_skips_the_api_but_keeps_summary_and_annotations(github, gha_env, stream):
@@ -188,4 +189,4 @@ def test_no_token_skips_the_api_but_keeps_summary_and_annotations(github, gha_en
     reporter(gha_env, stream, token=None).publish(make_report(annotations=annotations))
     assert not github.requests
     assert "::warning file=f.feature,line=3::m" in stream.getvalue()
-    assert open(gha_env["GITHUB_STEP_SUMMARY"]).read()
+    assert Path(gha_env["GITHUB_STEP_SUMMARY"]).read_text()

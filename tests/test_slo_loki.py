@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from servers.loki import LokiDouble
 
 import loggen
 from mlobs.cli import cli
 from mlobs.loki import LokiClient
+from servers.loki import LokiDouble
 
 REPO = Path(__file__).resolve().parents[1]
 END = str(loggen.END)
