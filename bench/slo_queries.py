@@ -19,11 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import loggen  # noqa: E402
-from servers.loki import LokiDouble  # noqa: E402
-
 from mlobs.config import CommonSettings  # noqa: E402
 from mlobs.loki import LokiClient  # noqa: E402
 from mlobs.slo import mode  # noqa: E402
+from servers.loki import LokiDouble  # noqa: E402
 
 SEL = '{namespace="openfaas-fn", function_name="pytorch-classifier"}'
 F = '| json | model_version="v2"'
@@ -93,7 +92,7 @@ def main() -> None:
         t_seed = time.perf_counter() - start
 
     print(f"lines: {len(lines)} (2 pods × 2 versions × {per_pod})")
-    print("| pattern | Loki requests | wall time | p99 reported (true p99 {:.1f} ms) |".format(truth))
+    print(f"| pattern | Loki requests | wall time | p99 reported (true p99 {truth:.1f} ms) |")
     print("|---|---|---|---|")
     print(f"| seed: 2 × query_range per scenario, last point of result[0] | {n_seed} | {t_seed:.2f} s | {p99_seed:.1f} ms |")
     print(f"| mlobs: instant queries, deduplicated, `by ()` | {http_ours} ({n_ours} distinct) | {t_ours:.2f} s | {p99_ours:.1f} ms |")

@@ -16,9 +16,11 @@ from datetime import datetime
 from pathlib import Path
 
 from mlobs.errors import ConfigError, SourceUnavailable
+from mlobs.loki.logql import NUMBER_REGEX as NUMERIC
 from mlobs.slo.model import Counted, Filter, Measured, Scope
 
-NUMERIC = r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+# What Loki's unwrap (Go's strconv.ParseFloat) reads as a number; both sources use this regex.
+_NUMERIC = re.compile(NUMERIC)
 
 
 class Source:
@@ -240,10 +242,11 @@ def _timestamp(value: str | None) -> float | None:
 
 
 def _number(value: str | None) -> float | None:
-    if value is None:
+    """The value as unwrap reads it; None where unwrap would drop the line."""
+    if value is None or not _NUMERIC.fullmatch(value):
         return None
     try:
-        number = float(value)
+        number = float.fromhex(value) if "x" in value.lower() else float(value)
     except ValueError:
         return None
     return None if math.isnan(number) else number
