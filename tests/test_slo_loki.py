@@ -232,3 +232,40 @@ def test_action_inputs_reach_the_cli_through_the_entrypoint(loki, workspace, tmp
     assert "result=inconclusive" in output.read_text()
     verdicts = {s["name"]: s["verdict"] for s in json.loads((workspace / ".mlobs/slo-results.json").read_text())["scenarios"]}
     assert verdicts == {"latency": "pass", "errors": "pass", "mix": "pass", "drift": "inconclusive"}
+
+
+def test_empty_window_over_loki_is_inconclusive_and_exit_2_when_asked(loki, workspace):
+    push(loki, loggen.requests(500, start=loggen.END - 9000, end=loggen.END - 7200))
+    default, data = run(workspace, f"--loki-url={loki.url}")
+    assert default.exit_code == 0
+    assert {s["verdict"] for s in data["scenarios"]} == {"inconclusive"}
+    strict, _ = run(workspace, f"--loki-url={loki.url}", "--fail-on=inconclusive")
+    assert strict.exit_code == 2
+
+
+def test_verdicts_link_to_grafana_explore_with_the_exact_query(loki, workspace):
+    from urllib.parse import parse_qs, urlsplit
+
+    push(loki, loggen.requests(1200))
+    _, data = run(workspace, f"--loki-url={loki.url}", "--grafana-url=https://grafana.example/",
+                  "--dry-run")
+    latency = checks(data)["latency"]
+    state = json.loads(parse_qs(urlsplit(latency["explore_urls"][0]).query)["left"][0])
+    assert latency["explore_urls"][0].startswith("https://grafana.example/explore?left=")
+    assert state["queries"][0]["expr"] == latency["queries"][0]
+    assert int(state["range"]["to"]) == int(loggen.END * 1000)
+    comment = (workspace / ".mlobs" / "dry-run" / "slo-validate" / "comment.md").read_text()
+    assert f"[Open in Grafana Explore]({latency['explore_urls'][0]})" in comment
+
+
+def test_loki_down_is_reported_to_github_as_could_not_evaluate(workspace, github, gha_env):
+    with LokiDouble() as gone:
+        url = gone.url
+    env = dict(gha_env, MLOBS_GITHUB_TOKEN=github.token)
+    result, _ = run(workspace, f"--loki-url={url}", "--loki-timeout=1", env=env)
+    assert result.exit_code == 2
+    comment = github.state.issue_comments[7][0]["body"]
+    assert "could not evaluate" in comment and url in comment
+    run_ = next(iter(github.state.check_runs.values()))
+    assert run_["conclusion"] == "failure"
+    assert "result=error" in Path(gha_env["GITHUB_OUTPUT"]).read_text()
