@@ -94,6 +94,8 @@ LAKE_OPTIONS = [
 EVALUATE_OPTIONS = [
     opt("bento", "A Bento tag or path to serve."),
     opt("bento-url", "URL of a running Bento to attach to instead."),
+    opt("bento-api", "The Bento API to call; its parameters are the input columns.",
+        default="predict", show_default=True),
     opt("dataset", "Golden dataset: Parquet, CSV or JSON lines."),
     opt("input-columns", "Dataset columns sent to the model (comma-separated)."),
     opt("label-column", "Dataset column holding the true label.", default="label",
@@ -103,7 +105,10 @@ EVALUATE_OPTIONS = [
         show_default=True),
     opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
         show_default=True),
-    opt("max-regression", "Gates vs the baseline, e.g. 'accuracy=0.01,macro_f1=0.02'."),
+    opt("max-regression", "Gates vs the baseline: absolute 'accuracy=0.01' or relative "
+        "'macro_f1=2%'; also error_rate, ece, weighted_f1, f1[<class>]."),
+    opt("run-id", "Run id in the table; a retried run with the same id writes nothing "
+        "(default: from GITHUB_RUN_ID, model version and dataset hash)."),
 ]
 
 REPORT_OPTIONS = [

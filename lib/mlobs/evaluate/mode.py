@@ -1,0 +1,202 @@
+"""``mlobs evaluate``: dataset → Bento → one Iceberg snapshot → metrics → baseline gates → Report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlobs import __version__
+from mlobs.config import CommonSettings, resolve
+from mlobs.errors import ConfigError
+from mlobs.result import Report, Verdict
+
+log = logging.getLogger(__name__)
+RESULTS_JSON = "evaluate-results.json"
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    dataset: Path
+    bento: str | None
+    bento_url: str | None
+    bento_api: str
+    input_columns: list[str] | None
+    label_column: str
+    slice_columns: list[str]
+    batch_size: int
+    concurrency: int
+    catalog: str | None
+    table: str
+    engine: str
+    spark_master: str
+    gates: list
+    run_id: str | None
+    commit_sha: str | None
+
+    @classmethod
+    def build(cls, common: CommonSettings, params: Mapping[str, object],
+              env: Mapping[str, str]) -> EvaluateSettings:
+        from mlobs.evaluate.compare import parse_gates
+
+        if not common.model_version:
+            raise ConfigError("evaluate needs model-version: it names the run in the Iceberg table")
+        dataset = _text(params.get("dataset"))
+        if not dataset:
+            raise ConfigError("evaluate needs dataset: a Parquet, CSV or JSON-lines golden set")
+        bento, bento_url = _text(params.get("bento")), _text(params.get("bento_url"))
+        if bool(bento) == bool(bento_url):
+            raise ConfigError("set exactly one of bento (a Bento to serve) or bento-url (a running one)")
+        if bento_url and not bento_url.startswith(("http://", "https://")):
+            raise ConfigError(f"bento-url must start with http:// or https://, got {bento_url!r}")
+        return cls(
+            dataset=resolve(common.working_directory, dataset),
+            bento=bento, bento_url=bento_url,
+            bento_api=_text(params.get("bento_api")) or "predict",
+            input_columns=_columns(params.get("input_columns")) or None,
+            label_column=_text(params.get("label_column")) or "label",
+            slice_columns=_columns(params.get("slice_columns")),
+            batch_size=int(params.get("batch_size") or 64),
+            concurrency=int(params.get("concurrency") or 4),
+            catalog=_text(params.get("catalog")),
+            table=_text(params.get("table")) or "mlobs.predictions",
+            engine=_text(params.get("engine")) or "pyiceberg",
+            spark_master=_text(params.get("spark_master")) or "local[*]",
+            gates=parse_gates(_text(params.get("max_regression"))),
+            run_id=_text(params.get("run_id")),
+            commit_sha=env.get("GITHUB_SHA") or None,
+        )
+
+
+def default_run_id(env: Mapping[str, str], model_version: str, dataset_hash: str) -> str:
+    """Stable across re-runs of the same workflow run (so a retry is idempotent); unique locally."""
+    if env.get("GITHUB_RUN_ID"):
+        return f"gh{env['GITHUB_RUN_ID']}-{model_version}-{dataset_hash[:8]}"
+    return f"local-{uuid.uuid4().hex[:12]}"
+
+
+def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
+    from mlobs.evaluate import render
+    from mlobs.evaluate.dataset import open_dataset
+    from mlobs.lake.catalog import CatalogConfig
+    from mlobs.lake.engine import open_engine
+
+    env = os.environ if env is None else env
+    settings = EvaluateSettings.build(common, params, env)
+    version = common.model_version
+    assert version is not None
+    # Validate everything cheap before starting a model server.
+    dataset = open_dataset(settings.dataset, input_columns=settings.input_columns,
+                           label_column=settings.label_column, slice_columns=settings.slice_columns,
+                           batch_size=settings.batch_size)
+    dataset_hash = dataset.sha256()
+    catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake")
+    engine = open_engine(settings.engine, catalog, settings.spark_master)
+    try:
+        run_id = settings.run_id or default_run_id(env, version, dataset_hash)
+        info, written = engine.find_run(run_id), False
+        if info is not None:
+            log.info("run %s is already committed as snapshot %s: nothing to write", run_id, info.snapshot_id)
+        else:
+            info, written = _evaluate(settings, common, dataset, engine, run_id=run_id,
+                                      version=version, dataset_hash=dataset_hash)
+        result = _judge(engine, info, settings, common, written)
+    finally:
+        engine.close()
+    path = render.write_json(result, common.output_dir / RESULTS_JSON)
+    report = render.render(result, key=common.comment_key)
+    report.outputs = {"summary-json": str(path), "run-id": info.run_id,
+                      "snapshot-id": str(info.snapshot_id),
+                      "violations": str(sum(1 for g in result.gates if g.passed is False))}
+    return report
+
+
+def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash):
+    from contextlib import nullcontext
+
+    from mlobs.evaluate.bento import BentoServer
+    from mlobs.evaluate.client import predict
+    from mlobs.evaluate.progress import Progress
+
+    server = (BentoServer(settings.bento, cwd=common.working_directory) if settings.bento
+              else nullcontext())
+    with server as served:
+        url = settings.bento_url or served.url
+        progress = Progress(total=getattr(dataset, "rows", None), label=f"{version}")
+        batches = predict(url, dataset.iter_batches(), api=settings.bento_api,
+                          input_columns=dataset.input_columns, label_column=settings.label_column,
+                          slice_columns=settings.slice_columns, concurrency=settings.concurrency,
+                          timeout=60.0, deadline_per_batch=300.0, progress=progress)
+        return engine.write_run(batches, run_id=run_id, model_version=version,
+                                commit_sha=settings.commit_sha, dataset_hash=dataset_hash,
+                                evaluated_at=datetime.now(UTC), action_version=__version__)
+
+
+def _judge(engine, info, settings, common, written):
+    from mlobs.evaluate import compare, render
+    from mlobs.evaluate.metrics import from_aggregate
+
+    current_rows = engine.aggregate(info).to_pylist()
+    baseline = find_baseline(engine, common.baseline_version, info.run_id) if common.baseline_version else None
+    baseline_rows = engine.aggregate(baseline).to_pylist() if baseline else []
+    labels = sorted({r["label"] for r in current_rows + baseline_rows if r["label"] is not None}
+                    | {r["prediction"] for r in current_rows + baseline_rows
+                       if r["prediction"] is not None and not r["is_error"]})
+    metrics = from_aggregate(current_rows, labels=labels)
+    baseline_metrics = from_aggregate(baseline_rows, labels=labels) if baseline else None
+    gates = compare.check_gates(settings.gates, metrics.overall, baseline_metrics.overall) \
+        if baseline_metrics else []
+
+    m = metrics.overall
+    if m.n == 0 or m.errors == m.n:
+        verdict, reason = Verdict.ERROR, "Every sample failed: the model server answered no prediction."
+    elif common.baseline_version and baseline is None:
+        verdict, reason = Verdict.INCONCLUSIVE, (
+            f"No run of baseline {common.baseline_version!r} in the table: nothing to compare with.")
+    elif any(g.passed is False for g in gates):
+        failed = [g for g in gates if g.passed is False]
+        verdict, reason = Verdict.FAIL, "Regressed: " + "; ".join(g.gate.describe() for g in failed) + "."
+    elif any(g.passed is None for g in gates):
+        verdict, reason = Verdict.INCONCLUSIVE, "A gate's metric is missing in one of the runs."
+    elif gates:
+        verdict, reason = Verdict.PASS, f"All {len(gates)} regression gates hold."
+    else:
+        verdict, reason = Verdict.PASS, "Evaluated; no regression gates were set."
+    if m.errors and verdict is not Verdict.ERROR:
+        reason += f" {m.errors} sample(s) failed and count as wrong predictions."
+    return render.EvaluationResult(
+        verdict=verdict, reason=reason, model_version=info.model_version, run_id=info.run_id,
+        snapshot_id=info.snapshot_id, table=info.table, dataset=settings.dataset.name,
+        dataset_hash=info.dataset_hash, commit_sha=info.commit_sha, written=written, metrics=metrics,
+        baseline_version=common.baseline_version,
+        baseline_run_id=baseline.run_id if baseline else None,
+        baseline_snapshot_id=baseline.snapshot_id if baseline else None,
+        baseline_metrics=baseline_metrics, gates=gates)
+
+
+def find_baseline(engine, ref: str, current_run_id: str):
+    """The latest run of ``ref`` (a version, tag, snapshot id or run id) that is not this run."""
+    runs = [r for r in engine.runs() if r.run_id != current_run_id]
+    same_version = [r for r in runs if r.model_version == ref]
+    if same_version:
+        return same_version[-1]
+    try:
+        info = engine.resolve(ref)
+    except ConfigError:
+        return None
+    return info if info.run_id != current_run_id else None
+
+
+def _columns(value: object) -> list[str]:
+    return [c.strip() for c in str(value or "").split(",") if c.strip()]
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,1 @@
+"""Apache Iceberg access for evaluation runs: one schema, two engines (pyiceberg, Spark)."""

@@ -1,0 +1,66 @@
+"""The predictions table: one schema for every engine and every model.
+
+Per-class scores and slice values are maps, so one table holds any model's classes and any
+dataset's slice columns without schema changes; the run's identity (run id, model version,
+commit) is on every row and in the snapshot summary of the run's single commit.
+"""
+
+from __future__ import annotations
+
+TABLE_DEFAULT = "mlobs.predictions"
+
+# Snapshot summary properties every run's commit carries.
+PROP_RUN_ID = "mlobs.run-id"
+PROP_MODEL_VERSION = "mlobs.model-version"
+PROP_COMMIT_SHA = "mlobs.commit-sha"
+PROP_DATASET_HASH = "mlobs.dataset-hash"
+PROP_ACTION_VERSION = "mlobs.action-version"
+PROP_ROWS = "mlobs.rows"
+
+# Columns the evaluation runner produces for each sample (an Arrow RecordBatch per client batch).
+SAMPLE_COLUMNS = ("sample_id", "label", "prediction", "confidence", "scores", "slices", "error")
+# Columns the lake adds for the run.
+RUN_COLUMNS = ("run_id", "model_version", "commit_sha", "evaluated_at")
+
+
+def iceberg_schema():
+    """The table schema with stable field ids (pyiceberg types)."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import (
+        DoubleType,
+        MapType,
+        NestedField,
+        StringType,
+        TimestamptzType,
+    )
+
+    return Schema(
+        NestedField(1, "run_id", StringType(), required=True),
+        NestedField(2, "model_version", StringType(), required=True),
+        NestedField(3, "commit_sha", StringType(), required=False),
+        NestedField(4, "evaluated_at", TimestamptzType(), required=True),
+        NestedField(5, "sample_id", StringType(), required=True),
+        NestedField(6, "label", StringType(), required=False),
+        NestedField(7, "prediction", StringType(), required=False),
+        NestedField(8, "confidence", DoubleType(), required=False),
+        NestedField(9, "scores", MapType(10, StringType(), 11, DoubleType(), value_required=False),
+                    required=False),
+        NestedField(12, "slices", MapType(13, StringType(), 14, StringType(), value_required=False),
+                    required=False),
+        NestedField(15, "error", StringType(), required=False),
+    )
+
+
+def sample_arrow_schema():
+    """The Arrow schema of the runner's batches (SAMPLE_COLUMNS)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("prediction", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("scores", pa.map_(pa.string(), pa.float64())),
+        pa.field("slices", pa.map_(pa.string(), pa.string())),
+        pa.field("error", pa.string()),
+    ])

@@ -1,0 +1,94 @@
+"""Metrics from aggregate counts, deltas and regression gates — checked against hand counts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mlobs.errors import ConfigError
+from mlobs.evaluate import compare
+from mlobs.evaluate.metrics import ERROR_PREDICTION, from_aggregate
+
+
+def row(label, prediction, n, *, conf=0.9, bins=10, slice_=("", ""), error=False):
+    conf_bin = -1 if conf is None else min(int(conf * bins), bins - 1)
+    return {"slice_name": slice_[0], "slice_value": slice_[1], "label": label,
+            "prediction": None if error else prediction, "conf_bin": -1 if error else conf_bin,
+            "is_error": error, "n": n, "conf_sum": 0.0 if (error or conf is None) else conf * n}
+
+
+def sample_rows():
+    # 10 positives: 8 right, 1 wrong, 1 error; 6 negatives: 5 right, 1 wrong
+    whole = [row("pos", "pos", 8), row("pos", "neg", 1, conf=0.6), row("pos", None, 1, error=True),
+             row("neg", "neg", 5, conf=0.7), row("neg", "pos", 1, conf=0.6)]
+    # slice language=de holds only negatives: "pos" is absent there
+    de = [row("neg", "neg", 2, conf=0.7, slice_=("language", "de"))]
+    return whole + de
+
+
+def test_overall_metrics_match_hand_counts():
+    m = from_aggregate(sample_rows()).overall
+    assert m.n == 16 and m.errors == 1
+    assert m.accuracy == pytest.approx(13 / 16)
+    pos = next(c for c in m.per_class if c.label == "pos")
+    assert pos.precision == pytest.approx(8 / 9) and pos.recall == pytest.approx(8 / 10)
+    assert pos.support == 10
+    assert m.labels == ["neg", "pos"]
+    assert m.confusion == [[5, 1, 0], [1, 8, 1]]  # rows neg,pos; columns neg,pos,<error>
+    # ECE over the 15 rows with a confidence: bins 0.6 (2 rows, 0 right), 0.7 (5, all right), 0.9 (8, all right)
+    expected = (2 * abs(0 - 0.6) + 5 * abs(1 - 0.7) + 8 * abs(1 - 0.9)) / 15
+    assert m.ece == pytest.approx(expected)
+    assert ERROR_PREDICTION not in m.labels
+
+
+def test_a_class_absent_from_a_slice_keeps_the_columns():
+    run = from_aggregate(sample_rows())
+    de = run.slices[0]
+    assert (de.name, de.value) == ("language", "de")
+    assert de.metrics.labels == run.overall.labels
+    assert [c.label for c in de.metrics.per_class] == ["neg", "pos"]
+    assert de.metrics.per_class[1].support == 0 and de.metrics.per_class[1].f1 == 0
+    assert de.metrics.accuracy == 1.0 and de.metrics.confusion == [[2, 0, 0], [0, 0, 0]]
+
+
+def test_gates_absolute_relative_and_direction():
+    base = from_aggregate([row("a", "a", 90), row("a", "b", 10)]).overall  # accuracy 0.9
+    cur = from_aggregate([row("a", "a", 85), row("a", "b", 15)]).overall  # accuracy 0.85
+    gates = compare.parse_gates("accuracy=0.01, accuracy=10%, error_rate=0")
+    results = compare.check_gates(gates, cur, base)
+    assert [r.passed for r in results] == [False, True, True]
+    assert results[0].regression == pytest.approx(0.05)
+    assert results[1].regression == pytest.approx(0.05 / 0.9)
+
+
+def test_identical_runs_pass_zero_tolerance_gates():
+    m = from_aggregate(sample_rows()).overall
+    results = compare.check_gates(compare.parse_gates("accuracy=0,macro_f1=0,ece=0,f1[pos]=0"), m, m)
+    assert all(r.passed for r in results)
+
+
+def test_class_gate_on_a_missing_class_cannot_be_checked():
+    m = from_aggregate(sample_rows()).overall
+    [result] = compare.check_gates(compare.parse_gates("f1[cat]=0.1"), m, m)
+    assert result.passed is None
+
+
+@pytest.mark.parametrize("text", ["accuracy", "accuracy=x", "recall=0.1", "accuracy=-1"])
+def test_bad_gate_specs_are_config_errors(text):
+    with pytest.raises(ConfigError):
+        compare.parse_gates(text)
+
+
+def test_deltas_know_which_way_is_better():
+    base = from_aggregate([row("a", "a", 9), row("a", "b", 1)]).overall
+    cur = from_aggregate([row("a", "a", 10)]).overall
+    deltas = {d.metric: d for d in compare.headline_deltas(cur, base)}
+    assert deltas["accuracy"].better is True
+    assert deltas["accuracy"].change == pytest.approx(0.1)
+    assert deltas["error_rate"].better is None  # 0 → 0
+
+
+def test_empty_run_is_nan_not_a_crash():
+    m = from_aggregate([]).overall
+    assert m.n == 0 and math.isnan(m.accuracy)
