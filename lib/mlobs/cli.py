@@ -115,6 +115,9 @@ REPORT_OPTIONS = [
     opt("report-dir", "Where the static site is written.", default="public", show_default=True),
     opt("report-url", "Public base URL of the site, for links in comments."),
     opt("versions", "Versions to publish (comma-separated; default: model-version)."),
+    opt("slo-results", "slo-validate's results JSON for the same version, shown on its page."),
+    flag("force", "Replace a published version whose pages would differ (they are immutable "
+         "otherwise).", False),
 ]
 
 

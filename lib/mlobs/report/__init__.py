@@ -1,0 +1,1 @@
+"""publish-report: immutable static Hugo reports per model version, and comparison pages."""

@@ -1,0 +1,151 @@
+"""Report documents (JSON, versioned schema) from the Iceberg table, through the lake engines.
+
+``mlobs.report/1`` — one model version's run:
+  version, run {run_id, snapshot_id, commit_sha, dataset_hash, committed_at, rows, table},
+  headline {n, errors, accuracy, macro_f1, weighted_f1, ece, error_rate},
+  labels [..], per_class [{label, precision, recall, f1, support}],
+  confusion {labels, columns (labels + "<error>"), matrix},
+  slices [{name, value, n, errors, accuracy, macro_f1}],
+  calibration {ece, bins [{low, high, n, mean_confidence, accuracy}]},
+  prediction_share [{label, share}], worst_samples [{sample_id, label, prediction, confidence, error}],
+  slo null | {verdict, window, source, scenarios [{name, verdict, measured, threshold, n}]}
+``mlobs.compare/1`` — two versions: a, b, metrics [{metric, a, b, delta, better}],
+  slices [{name, value, a, b, delta}], confusion_diff {labels, columns, matrix (b − a)},
+  share_moves [{label, a, b, delta}] (largest move first).
+Maps keyed by data (class labels, slice values) are lists of objects: Hugo lower-cases map keys.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from pathlib import Path
+
+from mlobs.errors import ConfigError
+from mlobs.evaluate.metrics import ERROR_PREDICTION, HIGHER_IS_BETTER, Metrics, from_aggregate
+
+REPORT_SCHEMA = "mlobs.report/1"
+COMPARE_SCHEMA = "mlobs.compare/1"
+WORST_SAMPLES = 20
+
+
+def _num(value: float | None) -> float | None:
+    if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
+        return None
+    return round(float(value), 6)  # fixed precision: identical input, identical bytes
+
+
+def headline(m: Metrics) -> dict:
+    return {"n": m.n, "errors": m.errors, **{k: _num(v) for k, v in m.headline().items()}}
+
+
+def version_document(engine, info, labels: list[str] | None = None, slo: dict | None = None) -> dict:
+    rows = engine.aggregate(info).to_pylist()
+    run = from_aggregate(rows, labels=labels)
+    m = run.overall
+    predicted = {}
+    for r in rows:
+        if (r["slice_name"] or "") == "" and not r["is_error"] and r["prediction"] is not None:
+            predicted[r["prediction"]] = predicted.get(r["prediction"], 0) + int(r["n"])
+    valid = sum(predicted.values()) or 1
+    return {
+        "schema": REPORT_SCHEMA,
+        "version": info.model_version,
+        "run": {"run_id": info.run_id, "snapshot_id": str(info.snapshot_id), "commit_sha": info.commit_sha,
+                "dataset_hash": info.dataset_hash,
+                "committed_at": info.committed_at.isoformat().replace("+00:00", "Z"),
+                "rows": info.rows, "table": info.table},
+        "headline": headline(m),
+        "labels": list(m.labels),
+        "per_class": [{"label": c.label, "precision": _num(c.precision), "recall": _num(c.recall),
+                       "f1": _num(c.f1), "support": c.support} for c in m.per_class],
+        "confusion": {"labels": list(m.labels), "columns": [*m.labels, ERROR_PREDICTION],
+                      "matrix": m.confusion},
+        "slices": [{"name": s.name, "value": s.value, "n": s.metrics.n, "errors": s.metrics.errors,
+                    "accuracy": _num(s.metrics.accuracy), "macro_f1": _num(s.metrics.macro_f1)}
+                   for s in run.slices],
+        "calibration": {"ece": _num(m.ece),
+                        "bins": [{"low": _num(b.low), "high": _num(b.high), "n": b.n,
+                                  "mean_confidence": _num(b.mean_confidence),
+                                  "accuracy": _num(b.accuracy)} for b in m.reliability]},
+        "prediction_share": [{"label": label, "share": _num(predicted.get(label, 0) / valid)}
+                             for label in m.labels],
+        "worst_samples": worst_samples(engine, info),
+        "slo": slo,
+    }
+
+
+def worst_samples(engine, info, k: int = WORST_SAMPLES) -> list[dict]:
+    """The most confident wrong answers, then errors; ties by sample id. Streamed: nsmallest keeps
+    k rows, never the run."""
+    columns = ["sample_id", "label", "prediction", "confidence", "error"]
+    wrong = (r for batch in engine.iter_run(info, columns=columns) for r in batch.to_pylist()
+             if r["error"] is not None or r["prediction"] != r["label"])
+
+    def rank(r: dict) -> tuple:
+        confidence = -1.0 if r["error"] is not None else (r["confidence"] or 0.0)
+        return (-confidence, str(r["sample_id"]))
+
+    return [{"sample_id": r["sample_id"], "label": r["label"], "prediction": r["prediction"],
+             "confidence": _num(r["confidence"]), "error": r["error"]}
+            for r in heapq.nsmallest(k, wrong, key=rank)]
+
+
+def compare_documents(a: dict, b: dict) -> dict:
+    metrics = []
+    for name in ("accuracy", "macro_f1", "weighted_f1", "ece", "error_rate"):
+        va, vb = a["headline"].get(name), b["headline"].get(name)
+        delta = None if va is None or vb is None else _num(vb - va)
+        better = None if not delta else (delta > 0) == HIGHER_IS_BETTER[name]
+        metrics.append({"metric": name, "a": va, "b": vb, "delta": delta, "better": better})
+    slices_a = {(s["name"], s["value"]): s for s in a["slices"]}
+    slices = []
+    for s in b["slices"]:
+        other = slices_a.get((s["name"], s["value"]))
+        va = other["accuracy"] if other else None
+        slices.append({"name": s["name"], "value": s["value"], "a": va, "b": s["accuracy"],
+                       "delta": None if va is None or s["accuracy"] is None else _num(s["accuracy"] - va)})
+    labels = sorted(set(a["labels"]) | set(b["labels"]))
+    columns = [*labels, ERROR_PREDICTION]
+    ma, mb = _matrix(a, labels, columns), _matrix(b, labels, columns)
+    share_a = {s["label"]: s["share"] or 0.0 for s in a["prediction_share"]}
+    share_b = {s["label"]: s["share"] or 0.0 for s in b["prediction_share"]}
+    moves = [{"label": label, "a": _num(share_a.get(label, 0.0)), "b": _num(share_b.get(label, 0.0)),
+              "delta": _num(share_b.get(label, 0.0) - share_a.get(label, 0.0))} for label in labels]
+    moves.sort(key=lambda m: (-abs(m["delta"] or 0.0), m["label"]))
+    return {"schema": COMPARE_SCHEMA, "a": a["version"], "b": b["version"], "metrics": metrics,
+            "slices": slices, "share_moves": moves,
+            "confusion_diff": {"labels": labels, "columns": columns,
+                               "matrix": [[mb[i][j] - ma[i][j] for j in range(len(columns))]
+                                          for i in range(len(labels))]}}
+
+
+def _matrix(doc: dict, labels: list[str], columns: list[str]) -> list[list[int]]:
+    conf = doc["confusion"]
+    index = {label: i for i, label in enumerate(conf["labels"])}
+    cols = {c: j for j, c in enumerate(conf["columns"])}
+    return [[conf["matrix"][index[r]][cols[c]] if r in index and c in cols else 0 for c in columns]
+            for r in labels]
+
+
+def load_slo_results(path: Path | None) -> dict | None:
+    """The slo-validate results JSON of the same version, reduced to what the report shows."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"slo-results {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"slo-results {str(path)!r} is not JSON: {exc}") from None
+    if data.get("schema") != "mlobs.slo-results/1":
+        raise ConfigError(f"slo-results {str(path)!r} is not an slo-validate results file")
+    scenarios = []
+    for s in data["scenarios"]:
+        check = s["checks"][0] if s["checks"] else {}
+        scenarios.append({"name": s["name"], "verdict": s["verdict"],
+                          "measured": check.get("measured", "—"), "threshold": check.get("threshold", "—"),
+                          "n": check.get("n")})
+    return {"verdict": data["verdict"], "window": data["window"], "source": data["source"],
+            "model_version": data.get("model_version"), "scenarios": scenarios}
