@@ -28,6 +28,7 @@ class EvaluateSettings:
     input_columns: list[str] | None
     label_column: str
     slice_columns: list[str]
+    id_column: str | None
     batch_size: int
     concurrency: int
     catalog: str | None
@@ -60,6 +61,7 @@ class EvaluateSettings:
             input_columns=_columns(params.get("input_columns")) or None,
             label_column=_text(params.get("label_column")) or "label",
             slice_columns=_columns(params.get("slice_columns")),
+            id_column=_text(params.get("id_column")),
             batch_size=int(params.get("batch_size") or 64),
             concurrency=int(params.get("concurrency") or 4),
             catalog=_text(params.get("catalog")),
@@ -92,7 +94,7 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     # Validate everything cheap before starting a model server.
     dataset = open_dataset(settings.dataset, input_columns=settings.input_columns,
                            label_column=settings.label_column, slice_columns=settings.slice_columns,
-                           batch_size=settings.batch_size)
+                           id_column=settings.id_column, batch_size=settings.batch_size)
     dataset_hash = dataset.sha256()
     catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake")
     engine = open_engine(settings.engine, catalog, settings.spark_master)
@@ -122,11 +124,12 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
     from mlobs.evaluate.client import predict
     from mlobs.evaluate.progress import Progress
 
-    server = (BentoServer(settings.bento, cwd=common.working_directory) if settings.bento
-              else nullcontext())
-    with server as served:
+    target = settings.bento
+    if target and (common.working_directory / target).exists():
+        target = str(common.working_directory / target)  # a Bento folder or file, relative to the workspace
+    server = BentoServer(target, cwd=common.working_directory) if target else nullcontext()
+    with server as served, Progress(total=dataset.rows, label=version) as progress:
         url = settings.bento_url or served.url
-        progress = Progress(total=getattr(dataset, "rows", None), label=f"{version}")
         batches = predict(url, dataset.iter_batches(), api=settings.bento_api,
                           input_columns=dataset.input_columns, label_column=settings.label_column,
                           slice_columns=settings.slice_columns, concurrency=settings.concurrency,

@@ -1,0 +1,1 @@
+"""Golden-set evaluation: datasets, the Bento server and client, metrics, comparison, the mode."""
