@@ -101,6 +101,7 @@ EVALUATE_OPTIONS = [
     opt("label-column", "Dataset column holding the true label.", default="label",
         show_default=True),
     opt("slice-columns", "Dataset columns to slice metrics by (comma-separated)."),
+    opt("id-column", "Dataset column with a unique sample id (default: the row number)."),
     opt("batch-size", "Samples per request to the Bento.", type=click.IntRange(1), default=64,
         show_default=True),
     opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
