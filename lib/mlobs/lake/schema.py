@@ -24,7 +24,8 @@ RUN_COLUMNS = ("run_id", "model_version", "commit_sha", "evaluated_at")
 
 
 def iceberg_schema():
-    """The table schema with stable field ids (pyiceberg types)."""
+    """The table schema (pyiceberg types), with the ids a catalog assigns on creation: top-level
+    fields first (1–11), then the maps' keys and values (12–15), breadth-first."""
     from pyiceberg.schema import Schema
     from pyiceberg.types import (
         DoubleType,
@@ -43,11 +44,11 @@ def iceberg_schema():
         NestedField(6, "label", StringType(), required=False),
         NestedField(7, "prediction", StringType(), required=False),
         NestedField(8, "confidence", DoubleType(), required=False),
-        NestedField(9, "scores", MapType(10, StringType(), 11, DoubleType(), value_required=False),
+        NestedField(9, "scores", MapType(12, StringType(), 13, DoubleType(), value_required=False),
                     required=False),
-        NestedField(12, "slices", MapType(13, StringType(), 14, StringType(), value_required=False),
+        NestedField(10, "slices", MapType(14, StringType(), 15, StringType(), value_required=False),
                     required=False),
-        NestedField(15, "error", StringType(), required=False),
+        NestedField(11, "error", StringType(), required=False),
     )
 
 

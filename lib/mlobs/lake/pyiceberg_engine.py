@@ -1,0 +1,371 @@
+"""The default engine: pyiceberg + pyarrow in this process, any pyiceberg catalog.
+
+Writes stream: batches are written to Parquet data files in the table's data location as they
+arrive (one row group in memory at a time), then all files are committed in ONE fast-append
+transaction that also carries the run's snapshot properties and moves the version's tag.
+
+Crash safety: until that single catalog commit, the table's metadata does not reference the
+new files, so a process killed mid-run leaves the table exactly as it was — no rows visible, no
+snapshot. The data files it had written stay behind unreferenced (an orphan-file clean-up such as
+Spark's ``remove_orphan_files`` reclaims them). Failures this process sees are cleaned up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from mlobs.errors import ConfigError, MlobsError
+from mlobs.lake import aggregate as agg
+from mlobs.lake import runs as runlib
+from mlobs.lake import schema
+from mlobs.lake.catalog import CatalogConfig
+from mlobs.lake.engine import RunInfo
+from mlobs.lake.parquet_stream import (
+    DEFAULT_FILE_BYTES,
+    DEFAULT_ROW_GROUP_BYTES,
+    RollingParquetWriter,
+    with_run_columns,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMIT_ATTEMPTS = 8
+# The libraries' own commit retries (pyiceberg 0.12 and Java Iceberg) re-apply an append onto the
+# new table state: they cannot re-check that the run id is still absent, and pyiceberg's drops
+# the tag update of the same transaction. So the table turns them off and the engines retry
+# themselves, re-checking the run id and re-creating the tag each time.
+NO_LIBRARY_RETRIES = ("commit.retry.num-retries", "0")
+
+
+def table_schema():
+    """THE schema with the field ids a catalog assigns on create (breadth-first), so files we
+    write carry the ids the table will have."""
+    from pyiceberg.schema import assign_fresh_schema_ids
+
+    return assign_fresh_schema_ids(schema.iceberg_schema())
+
+
+def table_arrow_schema(columns: list[str] | None = None) -> pa.Schema:
+    """Arrow schema of table rows as both engines return them (field ids included)."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    full = schema_to_pyarrow(table_schema())
+    return full if columns is None else pa_select(full, columns)
+
+
+def pa_select(full: pa.Schema, columns: list[str]) -> pa.Schema:
+    import pyarrow as pa
+
+    unknown = [name for name in columns if name not in full.names]
+    if unknown or not columns:
+        raise ConfigError(
+            f"unknown columns {unknown or columns}: the table has {', '.join(full.names)}"
+        )
+    return pa.schema([full.field(name) for name in columns])
+
+
+class PyIcebergEngine:
+    kind = "pyiceberg"
+
+    def __init__(
+        self,
+        catalog: CatalogConfig,
+        *,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+        file_bytes: int = DEFAULT_FILE_BYTES,
+        commit_attempts: int = DEFAULT_COMMIT_ATTEMPTS,
+    ) -> None:
+        self.config = catalog
+        self.table = catalog.table
+        self._row_group_bytes = row_group_bytes
+        self._file_bytes = file_bytes
+        self._attempts = max(1, commit_attempts)
+        self._catalog: Catalog | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = self.config.load()
+        return self._catalog
+
+    def close(self) -> None:
+        engine = getattr(self._catalog, "engine", None)  # SqlCatalog's SQLAlchemy engine
+        if engine is not None:
+            engine.dispose()
+        self._catalog = None
+
+    def __enter__(self) -> PyIcebergEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write_run(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        run_id: str,
+        model_version: str,
+        commit_sha: str,
+        dataset_hash: str,
+        evaluated_at: datetime,
+        action_version: str,
+    ) -> tuple[RunInfo, bool]:
+        """Append the run as one snapshot; (existing info, False) if the run id is already there.
+
+        See the module docstring for what a crash before the commit leaves behind.
+        """
+        runlib.validate_run_args(run_id, model_version, evaluated_at)
+        table = self._ensure_table()
+        existing = self._find(table, run_id)
+        if existing is not None:
+            return existing, False
+
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        target = schema_to_pyarrow(table.schema())
+        writer = RollingParquetWriter(
+            target,
+            self._file_opener(table, model_version, evaluated_at),
+            row_group_bytes=self._row_group_bytes,
+            file_bytes=self._file_bytes,
+        )
+        try:
+            for batch in batches:
+                writer.write(with_run_columns(
+                    batch, target, run_id=run_id, model_version=model_version,
+                    commit_sha=commit_sha, evaluated_at=evaluated_at,
+                ))
+            files = writer.close()
+        except BaseException:
+            writer.abort()
+            self._delete(table, writer.locations)
+            raise
+        if writer.rows == 0:
+            raise ConfigError(f"run {run_id} has no rows to write")
+        log.info("run %s: %d rows in %d data files, committing", run_id, writer.rows, len(files))
+        properties = runlib.snapshot_properties(
+            run_id=run_id, model_version=model_version, commit_sha=commit_sha,
+            dataset_hash=dataset_hash, action_version=action_version, rows=writer.rows,
+        )
+        return self._commit_with_retry(
+            [f.location for f in files], properties, runlib.tag_for_version(model_version)
+        )
+
+    def _commit_with_retry(
+        self, locations: list[str], properties: dict[str, str], tag: str
+    ) -> tuple[RunInfo, bool]:
+        from pyiceberg.exceptions import CommitFailedException
+
+        run_id = properties[schema.PROP_RUN_ID]
+        last: Exception | None = None
+        for attempt in range(self._attempts):
+            table = self._load_table(required=True)
+            existing = self._find(table, run_id)
+            if existing is not None:  # another writer committed this run meanwhile
+                self._delete(table, locations)
+                return existing, False
+            try:
+                return self._commit(table, locations, properties, tag), True
+            except CommitFailedException as exc:
+                last = exc
+                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt + 1)
+                time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+        self._delete(table, locations)
+        raise MlobsError(
+            f"could not commit run {run_id} to {self.table} after {self._attempts} attempts: {last}"
+        )
+
+    def _commit(
+        self, table: Table, locations: list[str], properties: dict[str, str], tag: str
+    ) -> RunInfo:
+        from pyiceberg.table.update.snapshot import ManageSnapshots
+
+        tx = table.transaction()
+        # Our file names are fresh UUIDs, so skip the duplicate check (it scans every manifest).
+        tx.add_files(locations, snapshot_properties=properties, check_duplicate_files=False)
+        snapshot = tx.table_metadata.current_snapshot()
+        assert snapshot is not None
+        # The tag moves in the same commit: a reader never sees the run without its tag.
+        with ManageSnapshots(tx) as refs:
+            refs.create_tag(snapshot.snapshot_id, tag)
+        tx.commit_transaction()
+        info = runlib.run_from_summary(
+            properties, snapshot_id=snapshot.snapshot_id, timestamp_ms=snapshot.timestamp_ms,
+            table=self.table,
+        )
+        assert info is not None
+        return info
+
+    def _file_opener(self, table: Table, model_version: str, evaluated_at: datetime):
+        write_id = uuid.uuid4().hex
+        key = _partition_key(table, {"model_version": model_version, "evaluated_at": evaluated_at})
+        provider = table.location_provider()
+
+        def open_file(index: int) -> tuple[str, Any]:
+            location = provider.new_data_location(f"00000-{index}-{write_id}.parquet", key)
+            return location, table.io.new_output(location).create(overwrite=False)
+
+        return open_file
+
+    @staticmethod
+    def _delete(table: Table, locations: list[str]) -> None:
+        for location in locations:
+            try:
+                table.io.delete(location)
+            except Exception as exc:  # an orphan file is harmless; say so
+                log.warning("could not delete unreferenced data file %s: %s", location, exc)
+
+    # -- tables and runs ---------------------------------------------------------------------
+
+    def _identifier(self) -> tuple[str, str]:
+        return (self.config.namespace, self.config.table_name)
+
+    def _load_table(self, required: bool = False) -> Table | None:
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        try:
+            return self.catalog.load_table(self._identifier())
+        except (NoSuchTableError, NoSuchNamespaceError):
+            if required:
+                raise ConfigError(f"table {self.table} does not exist") from None
+            return None
+
+    def _ensure_table(self) -> Table:
+        from pyiceberg.partitioning import PartitionField, PartitionSpec
+        from pyiceberg.table import TableProperties
+        from pyiceberg.transforms import DayTransform, IdentityTransform
+
+        table = self._load_table()
+        if table is not None:
+            if table.properties.get(NO_LIBRARY_RETRIES[0]) != NO_LIBRARY_RETRIES[1]:
+                with table.transaction() as tx:  # a table created elsewhere: one metadata commit
+                    tx.set_properties({NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1]})
+                table = self._load_table(required=True)
+            return table
+        fresh = table_schema()
+        spec = PartitionSpec(
+            PartitionField(fresh.find_field("model_version").field_id, 1000, IdentityTransform(),
+                           "model_version"),
+            PartitionField(fresh.find_field("evaluated_at").field_id, 1001, DayTransform(),
+                           "evaluated_at_day"),
+        )
+        self.catalog.create_namespace_if_not_exists(self.config.namespace)
+        return self.catalog.create_table_if_not_exists(
+            self._identifier(),
+            schema=fresh,
+            partition_spec=spec,
+            properties={
+                "format-version": "2",
+                # add_files would otherwise add this property inside a run's commit.
+                TableProperties.DEFAULT_NAME_MAPPING: fresh.name_mapping.model_dump_json(),
+                NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1],
+            },
+        )
+
+    def _runs(self, table: Table | None) -> list[RunInfo]:
+        if table is None:
+            return []
+        found = []
+        for snapshot in table.snapshots():  # metadata order = commit order
+            if snapshot.summary is None:
+                continue
+            info = runlib.run_from_summary(
+                snapshot.summary.additional_properties, snapshot_id=snapshot.snapshot_id,
+                timestamp_ms=snapshot.timestamp_ms, table=self.table,
+            )
+            if info is not None:
+                found.append(info)
+        return found
+
+    def _find(self, table: Table | None, run_id: str) -> RunInfo | None:
+        return runlib.find_run(self._runs(table), run_id)
+
+    def runs(self) -> list[RunInfo]:
+        return self._runs(self._load_table())
+
+    def find_run(self, run_id: str) -> RunInfo | None:
+        return self._find(self._load_table(), run_id)
+
+    def latest_run(self, model_version: str) -> RunInfo | None:
+        return runlib.latest_run(self.runs(), model_version)
+
+    def resolve(self, ref: str) -> RunInfo:
+        from pyiceberg.table.refs import SnapshotRefType
+
+        table = self._load_table()
+        tags = {} if table is None else {
+            name: ref_.snapshot_id for name, ref_ in table.metadata.refs.items()
+            if ref_.snapshot_ref_type == SnapshotRefType.TAG
+        }
+        return runlib.resolve_ref(ref, self._runs(table), tags, self.table)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def iter_run(
+        self, info: RunInfo, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The run's rows as of its own snapshot (time travel), batch by batch."""
+        from pyiceberg.expressions import And, EqualTo
+
+        target = table_arrow_schema(columns)
+        table = self._load_table(required=True)
+        scan = table.scan(
+            # model_version is an identity partition: it prunes other versions' files.
+            row_filter=And(EqualTo("model_version", info.model_version),
+                           EqualTo("run_id", info.run_id)),
+            snapshot_id=info.snapshot_id,
+            selected_fields=tuple(target.names),
+        )
+        for batch in scan.to_arrow_batch_reader():
+            if batch.num_rows:
+                yield _conform(batch, target)
+
+    def read_run(self, info: RunInfo, columns: list[str] | None = None) -> pa.Table:
+        import pyarrow as pa
+
+        target = table_arrow_schema(columns)
+        return pa.Table.from_batches(list(self.iter_run(info, columns)), schema=target)
+
+    def aggregate(self, info: RunInfo, bins: int = 10) -> pa.Table:
+        agg.check_bins(bins)
+        return agg.aggregate_batches(self.iter_run(info, agg.INPUT_COLUMNS), bins)
+
+
+def _conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    batch = batch.select(target.names)
+    return batch if batch.schema.equals(target, check_metadata=True) else batch.cast(target)
+
+
+def _partition_key(table: Table, values: dict[str, Any]):
+    """The partition of a run's files (for Hive-style paths), or None if the spec is unknown."""
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, partition_record_value
+
+    spec, table_schema_ = table.spec(), table.schema()
+    field_values = []
+    for field in spec.fields:
+        name = table_schema_.find_column_name(field.source_id)
+        if name not in values:
+            return None
+        # PartitionKey wants transformed values (a day ordinal, not a datetime).
+        source_type = table_schema_.find_field(field.source_id).field_type
+        internal = partition_record_value(field, values[name], table_schema_)
+        field_values.append(PartitionFieldValue(field, field.transform.transform(source_type)(internal)))
+    if not field_values:
+        return None
+    return PartitionKey(field_values=field_values, partition_spec=spec, schema=table_schema_)
