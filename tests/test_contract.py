@@ -176,3 +176,16 @@ def test_hadolint_on_dockerfile():
     proc = subprocess.run([_tool("hadolint"), str(REPO / "Dockerfile")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_readme_inputs_table_is_generated_from_action_yml():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_inputs.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, "README.md is stale: run python scripts/readme_inputs.py"
+
+
+def test_readme_opens_with_the_two_setup_commands():
+    lines = (REPO / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1: lines.index("```")]
+    assert [line.split("#")[0].strip() for line in block] == ["bash scripts/demo", "bash scripts/test"]
+    assert "scripts/test" in (REPO / ".ci" / "run").read_text()
