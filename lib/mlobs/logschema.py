@@ -20,6 +20,9 @@ TOP1_CLASS = "top1_class"
 TOP1_PROB = "top1_prob"
 ERROR_TYPE = "error_type"
 
+# Only on the function's startup-failure line (not a request): what went wrong, in one line.
+MESSAGE = "message"
+
 FIELDS = (TIMESTAMP, LEVEL, EVENT, REQUEST_ID, MODEL_VERSION, CONTENT_TYPE, STATUS_CODE,
           LATENCY_MS, TOP1_CLASS, TOP1_PROB, ERROR_TYPE)
 
