@@ -1,61 +1,46 @@
-"""The demo's loop on embedded defaults: SLOs from request logs, golden-set evaluation into
-Iceberg, and the static report — for two model versions, every GitHub surface rendered to files.
+"""The demo's loop on embedded defaults, offline: the PyTorch function serves real traffic for two
+model versions, slo-validate judges its logs, evaluate puts the example Bento's golden-set
+predictions into Iceberg, publish-report builds the static site — and every GitHub surface
+(PR comment, check run, job summary) is rendered to files with dry-run.
 
-Until the OpenFaaS function drives real traffic here (function/), the request logs are simulated
-in the function's log schema: v1 is healthy; v2 is slower and predicts a shifted class mix, as a
-bad model update would. The verdicts are real: computed by `mlobs slo-validate` from these lines.
+v1 is healthy. v2 is what a bad update looks like: a bigger, slower architecture, trained on data
+where labradors were labelled golden retrievers (so the predicted class mix shifts); its text
+model twin is trained on less data. The verdicts are real: computed from what the services did.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from mlobs import logschema as f
-
 OUT = Path(".mlobs/demo")
-CLASSES_V1 = {"golden retriever": 0.10, "labrador retriever": 0.25, "tabby cat": 0.35, "beagle": 0.30}
-CLASSES_V2 = {"golden retriever": 0.30, "labrador retriever": 0.15, "tabby cat": 0.35, "beagle": 0.20}
+REQUESTS = 1200  # the p99 contract needs 1000 samples to be judged at all
 
 
-def simulate(version: str, n: int, end: float, median_ms: float, classes: dict, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        ts = end - 3500 + 3400 * i / n
-        latency = rng.lognormvariate(0, 0.35) * median_ms
-        line = {f.TIMESTAMP: datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                f.LEVEL: "info", f.EVENT: "inference", f.REQUEST_ID: f"{version}-{i}",
-                f.MODEL_VERSION: version, f.CONTENT_TYPE: "image/jpeg", f.LATENCY_MS: round(latency, 2)}
-        roll = rng.random()
-        if roll < 0.02:  # clients sending broken images: 400s, not the service's fault
-            line.update({f.STATUS_CODE: 400, f.LEVEL: "warning", f.ERROR_TYPE: "UndecodableImage"})
-        elif roll < 0.021:
-            line.update({f.STATUS_CODE: 500, f.LEVEL: "error", f.ERROR_TYPE: "RuntimeError"})
-        else:
-            label = rng.choices(list(classes), list(classes.values()))[0]
-            line.update({f.STATUS_CODE: 200, f.TOP1_CLASS: label, f.TOP1_PROB: round(rng.uniform(0.5, 0.99), 3)})
-        lines.append(json.dumps(line))
-    return lines
+def step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
 
 
-def slo_validate(version: str, logs: Path, baseline: str | None) -> int:
-    args = [f"--logs-file={logs}", f"--model-version={version}", "--dry-run"]
-    if baseline:  # v1 is the first version: nothing to compare with, so its drift checks say so
-        args.append(f"--baseline-version={baseline}")
-    print(f"\n$ mlobs slo-validate {' '.join(args)}")
-    cmd = [str(Path(sys.executable).parent / "mlobs"), "slo-validate", *args,
-           f"--output-dir={OUT / version}", "--github-token="]
-    code = subprocess.run(cmd).returncode
-    print(f"  exit code {code}  ({ {0: 'all SLOs met', 1: 'SLO violated', 2: 'could not evaluate'}[code] })")
-    return code
+def run(*cmd: str, env: dict | None = None) -> None:
+    subprocess.run(list(cmd), check=True, env={**os.environ, **(env or {})})
+
+
+def function_traffic(logs: Path) -> None:
+    """Train both function models and send each REQUESTS requests; the function's stdout is the log."""
+    models = OUT / "models"
+    step("train the function's models (v1 tiny CNN; v2 resnet18 on mislabelled data)")
+    run(sys.executable, "-m", "mlobs.function.train", "--out", str(models / "v1"))
+    run(sys.executable, "-m", "mlobs.function.train", "--out", str(models / "v2"), "--arch", "resnet18",
+        "--input-size", "64", "--epochs", "8", "--mislabel", "labrador retriever=golden retriever:1.0")
+    for version in ("v1", "v2"):
+        step(f"serve the function as {version} and drive {REQUESTS} requests at it")
+        run(sys.executable, "-m", "mlobs.function.traffic", "--model-dir", str(models / version),
+            "--model-version", version, "--requests", str(REQUESTS), "--rate", "60",
+            "--log-file", str(logs))
 
 
 def mlobs(*args: str, env: dict | None = None) -> int:
@@ -64,6 +49,13 @@ def mlobs(*args: str, env: dict | None = None) -> int:
     code = subprocess.run(cmd, env={**os.environ, **(env or {})}).returncode
     print(f"  exit code {code}  ({ {0: 'pass', 1: 'violated / regressed', 2: 'could not evaluate'}[code] })")
     return code
+
+
+def slo_validate(version: str, logs: Path, baseline: str | None) -> int:
+    args = [f"--logs-file={logs}", f"--model-version={version}", "--dry-run", f"--output-dir={OUT / version}"]
+    if baseline:  # v1 is the first version: nothing to compare with, so its drift checks say so
+        args.append(f"--baseline-version={baseline}")
+    return mlobs("slo-validate", *args)
 
 
 def evaluate_and_publish() -> dict[str, int]:
@@ -91,15 +83,15 @@ def evaluate_and_publish() -> dict[str, int]:
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)  # every demo run starts from an empty table and site
     OUT.mkdir(parents=True, exist_ok=True)
-    end = time.time()
+    started = time.monotonic()
     logs = OUT / "function.log.jsonl"
-    lines = simulate("v1", 3000, end, 45, CLASSES_V1, 1) + simulate("v2", 3000, end, 95, CLASSES_V2, 2)
-    logs.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"Wrote {len(lines)} request log lines (v1 healthy, v2 slower with a shifted class mix) to {logs}")
+    function_traffic(logs)
+    step("slo-validate the function's logs (the bundled contracts in features/)")
     codes = {"slo-validate v1": slo_validate("v1", logs, None),
              "slo-validate v2": slo_validate("v2", logs, "v1")}
+    step("evaluate the example Bento (v1, then v2 against v1) into Iceberg, and publish the report")
     codes.update(evaluate_and_publish())
-    print("\nWhat the action would post (dry-run), and the report:")
+    print(f"\nDemo finished in {time.monotonic() - started:.0f} s. What the action would post (dry-run), and the report:")
     for version in ("v1", "v2"):
         print(f"  slo-validate {version}: PR comment {OUT / version / 'dry-run/slo-validate/comment.md'}")
     for mode in ("evaluate", "publish-report"):

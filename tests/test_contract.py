@@ -163,7 +163,7 @@ def test_actionlint_on_workflows():
 
 
 def test_action_yml_and_workflows_match_githubs_schemas():
-    checks = [("vendor.github-actions", [str(REPO / "action.yml")]),
+    checks = [("vendor.github-actions", [str(REPO / "action.yml"), str(REPO / "prebuilt" / "action.yml")]),
               ("vendor.github-workflows",
                sorted(str(p) for p in (REPO / ".github" / "workflows").glob("*.y*ml")))]
     for schema, files in checks:
@@ -189,3 +189,14 @@ def test_readme_opens_with_the_two_setup_commands():
     block = lines[lines.index("```bash") + 1: lines.index("```")]
     assert [line.split("#")[0].strip() for line in block] == ["bash scripts/demo", "bash scripts/test"]
     assert "scripts/test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_prebuilt_action_matches_action_yml_and_the_package_version():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "prebuilt_action.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, "prebuilt/action.yml is stale: run python scripts/prebuilt_action.py"
+    prebuilt = yaml.safe_load((REPO / "prebuilt" / "action.yml").read_text())
+    assert prebuilt["inputs"] == ACTION["inputs"] and prebuilt["outputs"] == ACTION["outputs"]
+    assert prebuilt["runs"]["image"] == f"docker://ghcr.io/org/ml-observability-action:v{__version__}"
+    release = (REPO / ".github" / "workflows" / "release.yml").read_text()
+    assert "prebuilt/action.yml" in release  # the release refuses a tag that does not match
