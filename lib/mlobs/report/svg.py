@@ -34,8 +34,9 @@ def heatmap(labels: list[str], columns: list[str], matrix: list[list[float]], ti
             diverging: bool = False) -> str:
     """Confusion heat map (rows: true, columns: predicted), shaded by row share; or, diverging,
     a difference matrix shaded blue (up) / red (down) by magnitude."""
-    cell, left, top = 34, 130, 110
-    width, height = left + cell * len(columns) + 10, top + cell * len(labels) + 10
+    cell, left, top = 34, 130, 80
+    # room on the right for the last column's label, which is drawn rotated up and to the right
+    width, height = left + cell * len(columns) + 90, top + cell * len(labels) + 10
     body = []
     peak = max((abs(v) for row in matrix for v in row), default=0) or 1
     for j, col in enumerate(columns):
@@ -57,7 +58,7 @@ def heatmap(labels: list[str], columns: list[str], matrix: list[list[float]], ti
             ink = ' fill="#fff"' if share > 0.55 else ""
             shown = f"{value:+g}" if diverging and value else f"{value:g}"
             body.append(_text(x + cell / 2, y + cell / 2 + 4, shown, "middle", ink))
-    body.append(_text(4, 14, "true ↓  predicted →"))
+    body.append(_text(4, top - 6, "true ↓  predicted →"))
     return _svg(width, height, title, body)
 
 
