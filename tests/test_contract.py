@@ -200,3 +200,20 @@ def test_prebuilt_action_matches_action_yml_and_the_package_version():
     assert prebuilt["runs"]["image"] == f"docker://ghcr.io/org/ml-observability-action:v{__version__}"
     release = (REPO / ".github" / "workflows" / "release.yml").read_text()
     assert "prebuilt/action.yml" in release  # the release refuses a tag that does not match
+
+
+def test_an_unexpected_crash_is_exit_2_not_a_violation(tmp_path):
+    (tmp_path / "logs.jsonl").write_text("{}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))}
+    code = ("import sys, mlobs.slo.mode as m\n"
+            "def boom(*a, **k): raise RuntimeError('kaboom')\n"
+            "m.run = boom\n"
+            "from mlobs.cli import main\n"
+            "sys.argv = ['mlobs', 'slo-validate', '--logs-file=logs.jsonl', '--github-token=']\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mlobs: error: internal error: RuntimeError: kaboom — set MLOBS_DEBUG=1 for the traceback, "
+        "and please report it"]

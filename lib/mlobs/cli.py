@@ -195,6 +195,14 @@ def run_mode(mode: str, params: dict) -> None:
     except MlobsError as exc:
         fail(actions, exc, common)
         return  # unreachable: fail() exits
+    except Exception as exc:  # a bug: still one line and exit 2, never the "violated" code 1
+        if os.environ.get("MLOBS_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        hint = "set MLOBS_DEBUG=1 for the traceback, and please report it"
+        fail(actions, MlobsError(f"internal error: {type(exc).__name__}: {exc}", hint=hint), common)
+        return
 
     reporter = _reporter(common, actions)
     reporter.publish(report)
