@@ -201,3 +201,15 @@ def test_slo_results_appear_on_the_version_page(workspace, engine):
     assert publish(workspace, "--versions=v1", "--slo-results=slo.json").exit_code == 0
     slo_table = tables(workspace / "public" / "v1" / "index.html")[-1]
     assert slo_table[1] == ["p99 <latency>", "fail", "212.0 ms", "< 150 ms", "1200"]
+
+
+def test_worst_samples_are_the_most_confident_mistakes_then_errors(engine):
+    from mlobs.report import data
+
+    info = lakegen.write(engine, "v1", n=3000, accuracy=0.7, errors=5)
+    rows = engine.read_run(info, columns=["sample_id", "label", "prediction", "confidence", "error"]).to_pylist()
+    wrong = [r for r in rows if r["error"] is not None or r["prediction"] != r["label"]]
+    wrong.sort(key=lambda r: (-(-1.0 if r["error"] is not None else r["confidence"]), r["sample_id"]))
+    got = data.worst_samples(engine, info, k=len(wrong) - 3)
+    assert [r["sample_id"] for r in got] == [r["sample_id"] for r in wrong[: len(wrong) - 3]]
+    assert got[-1]["error"] is not None  # the errors rank after every confident mistake

@@ -77,19 +77,30 @@ def version_document(engine, info, labels: list[str] | None = None, slo: dict | 
 
 
 def worst_samples(engine, info, k: int = WORST_SAMPLES) -> list[dict]:
-    """The most confident wrong answers, then errors; ties by sample id. Streamed: nsmallest keeps
-    k rows, never the run."""
+    """The most confident wrong answers, then errors; ties by sample id.
+
+    Streamed: each batch is filtered and ranked in Arrow and gives at most k candidates, so only
+    a few rows per batch ever become Python objects and memory stays bounded by k × batches.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     columns = ["sample_id", "label", "prediction", "confidence", "error"]
-    wrong = (r for batch in engine.iter_run(info, columns=columns) for r in batch.to_pylist()
-             if r["error"] is not None or r["prediction"] != r["label"])
-
-    def rank(r: dict) -> tuple:
-        confidence = -1.0 if r["error"] is not None else (r["confidence"] or 0.0)
-        return (-confidence, str(r["sample_id"]))
-
+    candidates: list[dict] = []
+    for batch in engine.iter_run(info, columns=columns):
+        table = pa.Table.from_batches([batch])
+        wrong = pc.or_(pc.is_valid(table["error"]),
+                       pc.fill_null(pc.not_equal(table["prediction"], table["label"]), True))
+        table = table.filter(wrong)
+        if table.num_rows == 0:
+            continue
+        rank = pc.if_else(pc.is_valid(table["error"]), -1.0, pc.fill_null(table["confidence"], 0.0))
+        table = table.append_column("rank", rank)
+        order = pc.sort_indices(table, sort_keys=[("rank", "descending"), ("sample_id", "ascending")])
+        candidates += table.take(order[:k]).to_pylist()
+        candidates = heapq.nsmallest(k, candidates, key=lambda r: (-r["rank"], str(r["sample_id"])))
     return [{"sample_id": r["sample_id"], "label": r["label"], "prediction": r["prediction"],
-             "confidence": _num(r["confidence"]), "error": r["error"]}
-            for r in heapq.nsmallest(k, wrong, key=rank)]
+             "confidence": _num(r["confidence"]), "error": r["error"]} for r in candidates]
 
 
 def compare_documents(a: dict, b: dict) -> dict:
