@@ -51,12 +51,19 @@ def main() -> int:
     try:
         argv, extra_env = build_invocation(os.environ)
     except InputError as exc:
+        from mlobs.github.actions import GithubActions
+
         print(f"mlobs: error: {exc}", file=sys.stderr)
+        actions = GithubActions()
+        if actions.in_actions:
+            actions.error(str(exc), title="mlobs")
+        actions.set_output("result", "error")
         return 2
     os.environ.update(extra_env)
-    from mlobs.cli import cli
+    from mlobs.cli import main as mlobs_main
 
-    return cli.main(args=argv, prog_name="mlobs")
+    mlobs_main(argv)  # exits with the mode's code
+    return 0
 
 
 if __name__ == "__main__":

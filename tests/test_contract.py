@@ -84,15 +84,19 @@ def test_inputs_map_to_cli_arguments_with_hyphens_kept():
     assert set(SECRET_OPTIONS) >= {"github-token", "loki-password"}
 
 
-def test_bad_mode_input_is_one_clear_line_and_exit_2():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INPUT_")}
+def test_bad_mode_input_is_one_clear_line_and_exit_2(tmp_path):
+    out = tmp_path / "out"
+    out.touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
     env["INPUT_MODE"] = "validate-everything"
+    env["GITHUB_OUTPUT"] = str(out)
     proc = subprocess.run([sys.executable, str(REPO / "entrypoint.py")], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "mlobs: error: input 'mode' must be one of evaluate, publish-report, slo-validate, "
         "got 'validate-everything'"]
+    assert out.read_text() == "result=error\n"
 
 
 def test_cli_help_lists_modes_and_documents_every_option_env_var():
@@ -133,10 +137,17 @@ def test_unimplemented_modes_exit_2_with_one_line():
         assert proc.stdout == ""
 
 
-def test_bad_option_value_exits_2():
+def test_bad_option_value_is_one_line_exit_2_and_result_error(tmp_path):
+    out = tmp_path / "out"
+    out.touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))}
+    env["GITHUB_OUTPUT"] = str(out)
     proc = subprocess.run([str(BIN / "mlobs"), "slo-validate", "--fail-on=sometimes"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "sometimes" in proc.stderr
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlobs: error: Invalid value for '--fail-on'")
+    assert "sometimes" in lines[0] and out.read_text() == "result=error\n"
 
 
 def test_action_version_matches_package():

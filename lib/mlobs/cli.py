@@ -242,8 +242,26 @@ def _reporter(common, actions):
     return Reporter(common.report_settings(), GithubContext.from_env(os.environ), actions)
 
 
-def main() -> None:
-    cli(prog_name="mlobs")
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI. A usage error (unknown option, bad choice) is one line and exit 2, like every
+    other bad input, and the action's `result` output says `error`."""
+    try:
+        code = cli.main(args=args, prog_name="mlobs", standalone_mode=False)
+    except click.UsageError as exc:
+        from mlobs.errors import EXIT_CANNOT_EVALUATE
+        from mlobs.github.actions import GithubActions
+
+        message = " ".join(exc.format_message().split())
+        click.echo(f"mlobs: error: {message} (see mlobs --help)", err=True)
+        actions = GithubActions()
+        if actions.in_actions:
+            actions.error(message, title="mlobs")
+        actions.set_output("result", "error")
+        sys.exit(EXIT_CANNOT_EVALUATE)
+    except click.Abort:
+        click.echo("mlobs: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
