@@ -8,6 +8,7 @@ variable ``MLOBS_<NAME>``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -18,7 +19,8 @@ import click
 
 from mlobs import __version__, modes
 
-# Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py.
+# Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py,
+# replaced by *** on every surface (mlobs.redact keeps the same list).
 SECRET_OPTIONS = ("github-token", "loki-token", "loki-password")
 
 
@@ -172,52 +174,62 @@ MODE_IMPLEMENTATIONS = {
 def run_mode(mode: str, params: dict) -> None:
     """Compute the mode's result, report it everywhere, and exit with the policy's code."""
     from mlobs.config import CommonSettings
-    from mlobs.errors import MlobsError, NotImplementedMode
+    from mlobs.errors import MlobsError, NotImplementedMode, environment_error
     from mlobs.github.actions import GithubActions
+    from mlobs.redact import Redactor
     from mlobs.result import exit_code
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    actions = GithubActions()
+    # Built first: every surface below (stderr, log records, workflow commands, outputs, the
+    # summary, comment, check run, results files) passes it.
+    redactor = Redactor.from_inputs(params, os.environ)
+    actions = GithubActions(redactor=redactor)
     if actions.in_actions:
         for name in SECRET_OPTIONS:
             actions.add_mask(params.get(name.replace("-", "_")))  # type: ignore[arg-type]
 
     common = None
-    try:
-        common = CommonSettings.build(mode, params)
+    with _redacted_logs(redactor):
         try:
-            implementation = importlib.import_module(MODE_IMPLEMENTATIONS[mode])
-        except ModuleNotFoundError as exc:
-            if not exc.name or not MODE_IMPLEMENTATIONS[mode].startswith(exc.name):
-                raise  # a missing dependency inside the mode, not the mode itself
-            raise NotImplementedMode(f"{mode}: not implemented yet") from None
-        report = implementation.run(common, params)
-    except MlobsError as exc:
-        fail(actions, exc, common)
-        return  # unreachable: fail() exits
-    except Exception as exc:  # a bug: still one line and exit 2, never the "violated" code 1
-        if os.environ.get("MLOBS_DEBUG"):
-            import traceback
+            _refuse_line_breaks(params)
+            common = CommonSettings.build(mode, params, redactor=redactor)
+            try:
+                implementation = importlib.import_module(MODE_IMPLEMENTATIONS[mode])
+            except ModuleNotFoundError as exc:
+                if not exc.name or not MODE_IMPLEMENTATIONS[mode].startswith(exc.name):
+                    raise  # a missing dependency inside the mode, not the mode itself
+                raise NotImplementedMode(f"{mode}: not implemented yet") from None
+            report = implementation.run(common, params)
+            _reporter(common, actions).publish(report)
+        except MlobsError as exc:
+            fail(actions, exc, common)
+            return  # unreachable: fail() exits
+        except Exception as exc:
+            # A full disk, a read-only folder: the environment, not a bug — one line naming it.
+            problem = environment_error(exc)
+            if problem is not None:
+                fail(actions, problem, common)
+                return
+            # A bug: still one line and exit 2, never the "violated" code 1.
+            if os.environ.get("MLOBS_DEBUG"):
+                import traceback
 
-            traceback.print_exc()
-        hint = "set MLOBS_DEBUG=1 for the traceback, and please report it"
-        fail(actions, MlobsError(f"internal error: {type(exc).__name__}: {exc}", hint=hint), common)
-        return
-
-    reporter = _reporter(common, actions)
-    reporter.publish(report)
+                click.echo(redactor.text(traceback.format_exc()), err=True)
+            hint = "set MLOBS_DEBUG=1 for the traceback, and please report it"
+            fail(actions, MlobsError(f"internal error: {type(exc).__name__}: {exc}", hint=hint),
+                 common)
+            return
     sys.exit(exit_code(report.verdict, common.fail_on))
 
 
 def fail(actions, exc, common) -> None:
     """One clear line on stderr (and as an annotation in Actions), result=error, exit code."""
-    from mlobs.errors import NotImplementedMode
+    from mlobs.errors import NotImplementedMode, environment_error
     from mlobs.result import Report, Verdict
 
-    line = f"mlobs: error: {exc.one_line()}"
-    click.echo(line, err=True)
+    message = actions.redactor.text(exc.one_line())
+    click.echo(f"mlobs: error: {message}", err=True)
     if actions.in_actions:
-        actions.error(exc.one_line(), title=f"mlobs {common.mode if common else ''}".strip())
+        actions.error(message, title=f"mlobs {common.mode if common else ''}".strip())
     if common is not None and not isinstance(exc, NotImplementedMode):
         from mlobs.github import markdown as md
 
@@ -225,14 +237,54 @@ def fail(actions, exc, common) -> None:
             mode=common.mode,
             verdict=Verdict.ERROR,
             title=f"{modes.TITLES[common.mode]}: could not evaluate",
-            summary=md.text(exc.one_line()),
-            body=f"⛔ **Could not evaluate.** {md.text(exc.one_line())}\n",
+            summary=md.text(message),
+            body=f"⛔ **Could not evaluate.** {md.text(message)}\n",
             key=common.comment_key,
         )
-        _reporter(common, actions).publish(report)
+        try:
+            _reporter(common, actions).publish(report)
+        except Exception as publish_exc:  # e.g. the dry-run folder is the unwritable one
+            problem = environment_error(publish_exc)
+            if problem is None:
+                raise
+            if problem.one_line() != exc.one_line():
+                click.echo(f"mlobs: error: {actions.redactor.text(problem.one_line())}", err=True)
+            actions.set_output("result", "error")
     else:
         actions.set_output("result", "error")
     sys.exit(exc.exit_code)
+
+
+def _refuse_line_breaks(params: dict) -> None:
+    """A secret with a CR or LF inside cannot go into a header; HTTP libraries would refuse it
+    with a message quoting the whole value. Refused up front, without showing it."""
+    from mlobs.errors import ConfigError
+    from mlobs.redact import line_break_secret
+
+    name = line_break_secret(params)
+    if name:
+        raise ConfigError(
+            f"{name} contains a line break (CR or LF), which no HTTP header can carry; the value "
+            "is not shown",
+            hint="store the secret again without the line break",
+        )
+
+
+@contextlib.contextmanager
+def _redacted_logs(redactor):
+    """Log records pass the redaction step too, whoever configured the handlers."""
+    from mlobs.redact import RedactingFilter
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handlers = list(logging.getLogger().handlers)
+    redacting = RedactingFilter(redactor)
+    for handler in handlers:
+        handler.addFilter(redacting)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
 
 
 def _reporter(common, actions):
@@ -250,10 +302,12 @@ def main(args: list[str] | None = None) -> None:
     except click.UsageError as exc:
         from mlobs.errors import EXIT_CANNOT_EVALUATE
         from mlobs.github.actions import GithubActions
+        from mlobs.redact import Redactor, environment_secrets
 
-        message = " ".join(exc.format_message().split())
+        redactor = Redactor(environment_secrets(os.environ))
+        message = redactor.text(" ".join(exc.format_message().split()))
         click.echo(f"mlobs: error: {message} (see mlobs --help)", err=True)
-        actions = GithubActions()
+        actions = GithubActions(redactor=redactor)
         if actions.in_actions:
             actions.error(message, title="mlobs")
         actions.set_output("result", "error")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlobs.errors import ConfigError
 from mlobs.github.reporter import CommentMode, ReportSettings
+from mlobs.redact import Redactor
 from mlobs.result import FailOn
 
 
@@ -28,9 +29,12 @@ class CommonSettings:
     output_dir: Path = Path(".mlobs")
     model_version: str | None = None
     baseline_version: str | None = None
+    # The run's one redaction step (every results file a mode writes passes it).
+    redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
 
     @classmethod
-    def build(cls, mode: str, params: Mapping[str, object]) -> CommonSettings:
+    def build(cls, mode: str, params: Mapping[str, object],
+              redactor: Redactor | None = None) -> CommonSettings:
         workdir = Path(str(params.get("working_directory") or ".")).expanduser()
         if not workdir.is_dir():
             raise ConfigError(f"working-directory {str(workdir)!r} is not a directory")
@@ -48,6 +52,7 @@ class CommonSettings:
             output_dir=output_dir,
             model_version=_blank_to_none(params.get("model_version")),
             baseline_version=_blank_to_none(params.get("baseline_version")),
+            redactor=redactor if redactor is not None else Redactor.from_inputs(params, os.environ),
         )
 
     def report_settings(self, env: Mapping[str, str] | None = None) -> ReportSettings:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import re
+
 EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_CANNOT_EVALUATE = 2
@@ -32,3 +35,60 @@ class SourceUnavailable(MlobsError):
 
 class NotImplementedMode(MlobsError):
     """A mode whose implementation has not landed yet."""
+
+
+class EnvironmentProblem(MlobsError):
+    """The machine, not the input: a full disk, a read-only or forbidden folder."""
+
+
+# What the runner's machine does to a write, as opposed to what a bug does.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+# Libraries that wrap an OSError into their own text (pyarrow's IOError, SQLite) keep the words.
+_ENVIRONMENT_WORDS = re.compile(
+    r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded"
+    r"|database or disk is full|attempt to write a readonly database", re.IGNORECASE)
+_QUOTED_PATH = re.compile(r"""['"](/[^'"]+)['"]|(?<![\w/])(/[\w.@%+=:,~-]+(?:/[\w.@%+=:,~-]+)+)""")
+
+
+def environment_error(exc: BaseException) -> EnvironmentProblem | None:
+    """One line naming the path and the OS error, if ``exc`` (or what it wraps) is a full disk or
+    a read-only / forbidden location; None for anything else."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
+            path = current.filename or _path_in(str(current))
+            reason = current.strerror or ENVIRONMENT_ERRNOS[current.errno]
+            code = errno.errorcode.get(current.errno, str(current.errno))
+            where = f"cannot write {path}" if path else "cannot write"
+            return EnvironmentProblem(f"{where}: {reason} ({code})", hint=_hint(current.errno))
+        words = _ENVIRONMENT_WORDS.search(str(current))
+        if words and not isinstance(current, MlobsError):
+            path = _path_in(str(current))
+            where = f"cannot write {path}" if path else "cannot write"
+            return EnvironmentProblem(f"{where}: {words.group(0)}", hint=_hint_for(words.group(0)))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _path_in(text: str) -> str | None:
+    match = _QUOTED_PATH.search(text)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def _hint(code: int | None) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space on the runner (or point output-dir / the warehouse elsewhere)"
+    return "make the folder writable, or point output-dir / the warehouse / report-dir elsewhere"
+
+
+def _hint_for(words: str) -> str:
+    return _hint(errno.ENOSPC if "space" in words.lower() or "full" in words.lower() or
+                 "quota" in words.lower() else errno.EROFS)

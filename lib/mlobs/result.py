@@ -107,7 +107,7 @@ class Report:
 
     mode: str
     verdict: Verdict
-    title: str  # one line: check-run title, comment heading
+    title: str  # one line of PLAIN text (check-run title; the reporter escapes it for headings)
     summary: str  # Markdown: the short form (check-run summary)
     body: str  # Markdown: the full form (comment, job summary, check-run text)
     annotations: list[Annotation] = field(default_factory=list)

@@ -109,7 +109,7 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
         result = _judge(engine, info, settings, common, written)
     finally:
         engine.close()
-    path = render.write_json(result, common.output_dir / RESULTS_JSON)
+    path = render.write_json(result, common.output_dir / RESULTS_JSON, common.redactor)
     report = render.render(result, key=common.comment_key)
     report.outputs = {"summary-json": str(path), "run-id": info.run_id,
                       "snapshot-id": str(info.snapshot_id),

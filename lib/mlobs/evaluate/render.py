@@ -11,6 +11,7 @@ from mlobs import modes
 from mlobs.evaluate import compare
 from mlobs.evaluate.metrics import RunMetrics
 from mlobs.github import markdown as md
+from mlobs.redact import Redactor, write_text
 from mlobs.result import Report, Verdict
 
 WORST_SLICES = 5
@@ -137,8 +138,6 @@ def _per_class(result: EvaluationResult) -> str:
     return f"{classes}\n\n{matrix}"
 
 
-def write_json(result: EvaluationResult, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str) + "\n",
-                    encoding="utf-8")
-    return path
+def write_json(result: EvaluationResult, path: Path, redactor: Redactor | None = None) -> Path:
+    text = json.dumps(result.to_json(), indent=2, sort_keys=True, default=str) + "\n"
+    return write_text(path, text, redactor)

@@ -1,7 +1,9 @@
 """The runner side of GitHub Actions: workflow commands and the environment files.
 
 One class owns the ``::command::`` syntax and ``$GITHUB_OUTPUT`` / ``$GITHUB_STEP_SUMMARY``; the
-output stream is injectable so tests read exactly what it wrote.
+output stream is injectable so tests read exactly what it wrote. Everything it writes passes the
+run's :class:`~mlobs.redact.Redactor` first (``::add-mask::`` alone excepted: it must name the
+secret to protect it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from mlobs.redact import Redactor
 
 SUMMARY_LIMIT_BYTES = 1024 * 1024  # GitHub rejects a step summary over 1 MiB
 
@@ -26,9 +31,13 @@ def escape_property(value: str) -> str:
 
 
 class GithubActions:
-    def __init__(self, stream: TextIO | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, env: Mapping[str, str] | None = None,
+                 redactor: Redactor | None = None) -> None:
+        from mlobs.redact import Redactor
+
         self._stream = stream
         self._env = os.environ if env is None else env
+        self.redactor = redactor if redactor is not None else Redactor()
 
     @property
     def stream(self) -> TextIO:
@@ -39,13 +48,21 @@ class GithubActions:
         return self._env.get("GITHUB_ACTIONS") == "true"
 
     def command(self, name: str, message: str = "", **properties: object) -> None:
+        clean = self.redactor.text
         props = ",".join(
-            f"{key}={escape_property(str(value))}"
+            f"{key}={escape_property(clean(str(value)))}"
             for key, value in properties.items()
             if value is not None and value != ""
         )
         head = f"::{name} {props}" if props else f"::{name}"
-        self.stream.write(f"{head}::{escape_data(message)}\n")
+        self._write(f"{head}::{escape_data(clean(message))}\n")
+
+    def echo(self, line: str) -> None:
+        """A plain line in the log (redacted like everything else)."""
+        self._write(self.redactor.text(line.rstrip("\n")) + "\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
         self.stream.flush()
 
     def annotate(
@@ -68,8 +85,8 @@ class GithubActions:
         self.annotate("warning", message, **where)  # type: ignore[arg-type]
 
     def add_mask(self, secret: str | None) -> None:
-        if secret:
-            self.command("add-mask", secret)
+        if secret:  # not through command(): the runner must see the value it is asked to mask
+            self._write(f"::add-mask::{escape_data(secret)}\n")
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
@@ -84,7 +101,7 @@ class GithubActions:
         path = self._env.get("GITHUB_OUTPUT")
         if not path:
             return False
-        value = str(value)
+        value = self.redactor.text(str(value))
         if "\n" in value or "\r" in value:
             delimiter = f"ghadelimiter_{uuid.uuid4()}"
             while delimiter in value:  # practically never; cheap to be sure
@@ -104,6 +121,7 @@ class GithubActions:
         from mlobs.github.markdown import truncate_bytes
 
         used = Path(path).stat().st_size if Path(path).exists() else 0
+        markdown = self.redactor.text(markdown)
         text = truncate_bytes(markdown.rstrip("\n") + "\n", SUMMARY_LIMIT_BYTES - used)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import quote
 
-COMMENT_LIMIT = 65_536  # characters, issue and commit comment bodies
-CHECK_TEXT_LIMIT = 65_535  # characters, check-run output.summary and output.text
+# GitHub's limits, counted the way GitHub counts them.
+COMMENT_LIMIT = 65_536  # issue and commit comment bodies: characters ("maximum is 65536 characters")
+# check-run output.summary and output.text: documented as "65535 characters", enforced in BYTES
+# ("summary exceeds a maximum bytesize of 65535"; github/docs#35252) — ✅ ❌ — · ≥ are 3 bytes each.
+CHECK_TEXT_LIMIT_BYTES = 65_535
+TITLE_LIMIT = 255  # annotation titles (documented); also used for every other title we send
 
 # Inline punctuation that can start emphasis, code, links, tables or strike-through anywhere...
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -44,6 +49,17 @@ def code(value: object) -> str:
     return f"{fence}{pad}{s.replace('|', chr(92) + '|')}{pad}{fence}"
 
 
+# Characters a link target may keep as they are: none of them can end the link or start HTML.
+_URL_SAFE = ":/?#@!$&*+,;=%-._~"
+
+
+def url(value: object) -> str:
+    """A URL as a Markdown link target ``[text](url)``: spaces, parentheses, brackets, quotes,
+    ``<``, ``>``, backticks and pipes are percent-encoded, so a user's URL cannot close the link,
+    start HTML or split a table cell. Existing ``%XX`` escapes are kept."""
+    return quote(" ".join(str(value).split()), safe=_URL_SAFE)
+
+
 def code_block(value: str, lang: str = "") -> str:
     """A fenced block whose fence is longer than any backtick run inside (nothing escapes it)."""
     longest = max((len(m) for m in re.findall(r"`+", value)), default=0)
@@ -74,18 +90,51 @@ def truncate(markdown: str, limit: int, where_full: str = "the job summary") -> 
     return head + note_template.format(n=len(markdown) - len(head), where=where_full)
 
 
-def truncate_bytes(markdown: str, limit_bytes: int) -> str:
-    """Like :func:`truncate` for a byte budget (UTF-8), for the 1 MiB job summary."""
-    if len(markdown.encode("utf-8")) <= limit_bytes:
+def utf8_size(value: str) -> int:
+    return len(value.encode("utf-8"))
+
+
+def utf16_size(value: str) -> int:
+    """UTF-16 code units: never fewer than code points, so a limit met here is met either way."""
+    return len(value.encode("utf-16-le")) // 2
+
+
+def fit(markdown: str, limit: int, measure: Callable[[str], int] = len,
+        where_full: str = "the job summary") -> str:
+    """Like :func:`truncate`, for a limit in any unit ``measure`` counts (bytes, UTF-16 units).
+
+    A character is at most 4 units of any measure used here, so ``limit // 4`` characters always
+    fit; a binary search then keeps as much as the limit allows.
+    """
+    if measure(markdown) <= limit:
         return markdown
-    if limit_bytes <= 200:
+    if limit <= 200:
         return ""
-    # Characters are at most 4 bytes: a char limit of budget/4 is always safe, then grow towards it.
-    lo, hi = limit_bytes // 4, min(len(markdown), limit_bytes)
+    lo, hi = limit // 4, min(len(markdown), limit)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(truncate(markdown, mid, "the uploaded results").encode("utf-8")) <= limit_bytes:
+        if measure(truncate(markdown, mid, where_full)) <= limit:
             lo = mid
         else:
             hi = mid - 1
-    return truncate(markdown, lo, "the uploaded results")
+    return truncate(markdown, lo, where_full)
+
+
+def truncate_bytes(markdown: str, limit_bytes: int, where_full: str = "the uploaded results") -> str:
+    """Like :func:`truncate` for a byte budget (UTF-8): the job summary, check-run texts."""
+    return fit(markdown, limit_bytes, utf8_size, where_full)
+
+
+def clip(value: str, limit: int) -> str:
+    """Plain one-line text (a title) of at most ``limit`` characters, ending in "…" when cut."""
+    value = " ".join(str(value).split())
+    return value if len(value) <= limit else value[: max(0, limit - 1)].rstrip() + "…"
+
+
+def clip_bytes(value: str, limit_bytes: int) -> str:
+    """Plain text of at most ``limit_bytes`` UTF-8 bytes, with a note when cut (never mid-character)."""
+    if utf8_size(value) <= limit_bytes:
+        return value
+    note = "\n… (truncated to fit GitHub's limit)"
+    head = value.encode("utf-8")[: max(0, limit_bytes - utf8_size(note))].decode("utf-8", "ignore")
+    return head + note

@@ -2,7 +2,12 @@
 
 One method per surface, each short and testable alone. The API can refuse us (a fork PR's read-only
 token, a missing permission): that never fails the job — the job summary and workflow-command
-annotations still carry the result, and the log says so once.
+annotations still carry the result, and the log says so once, quoting GitHub.
+
+Everything sent is cut to GitHub's limits as GitHub counts them (see :mod:`mlobs.github.markdown`
+and the constants below) and passes the run's redaction step first: :meth:`Reporter.publish`
+redacts the whole report once, and :class:`~mlobs.github.actions.GithubActions` redacts every
+workflow command, output and summary line.
 """
 
 from __future__ import annotations
@@ -26,7 +31,19 @@ if TYPE_CHECKING:  # PyGithub is imported lazily: --help must not pay for it
 log = logging.getLogger(__name__)
 
 ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per check-run create/update
+# Annotation message and raw_details: "The maximum size is 64 KB". Whether KB means 1000 or 1024,
+# 64,000 bytes is within it.
+ANNOTATION_TEXT_LIMIT_BYTES = 64_000
+# A step shows at most 10 error and 10 warning annotations made by workflow commands: send the
+# 10 that matter most and point to the job summary for the rest.
+WORKFLOW_ANNOTATIONS_SHOWN = 10
 WORKFLOW_ANNOTATION_LEVEL = {"failure": "error", "warning": "warning", "notice": "notice"}
+IMPORTANCE = {"failure": 0, "warning": 1, "notice": 2}
+
+# Every request: the documented media type and API version (no retired preview media types).
+MEDIA_TYPE = "application/vnd.github+json"
+API_VERSION = "2022-11-28"
+VIEWER_QUERY = "query { viewer { login } }"
 
 
 class CommentMode(StrEnum):
@@ -55,6 +72,17 @@ class Published:
     check_run_id: int | None = None
     refused: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    annotations_delivered: int = 0  # on the check run
+
+
+class AnnotationsRefused(Exception):
+    """The check run exists, but GitHub refused a follow-up batch of its annotations."""
+
+    def __init__(self, check_run_id: int, delivered: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.check_run_id = check_run_id
+        self.delivered = delivered
+        self.error = error
 
 
 def marker(mode: str, key: str = "") -> str:
@@ -84,41 +112,48 @@ class Reporter:
         self.actions = actions
         self._github = github
         self._said_refused = False
+        self._viewer: str | None = None  # the token's login, "" when it could not be learned
 
     # ---- orchestration -------------------------------------------------------------------
 
     def publish(self, report: Report) -> Published:
+        report = self.actions.redactor.report(report)  # the one redaction step for API payloads
         published = Published()
         self.publish_outputs(report)
         if self.settings.dry_run:
             published.files = self.render_dry_run(report)
-            self.actions.stream.write(
-                f"dry-run: rendered comment, check run and summary to {self.settings.dry_run_dir}\n"
+            self.actions.echo(
+                f"dry-run: rendered comment, check run and summary to {self.settings.dry_run_dir}"
             )
             return published
 
         self.publish_summary(report)
+        in_repo = [a for a in report.annotations if a.path]
         if self._api_usable():
             if self.settings.check_run:
+                published.annotations_delivered = len(in_repo)  # less when a batch is refused
                 published.check_run_id = self._guard(published, "check run", self.publish_check, report)
+                if published.check_run_id is None:
+                    published.annotations_delivered = 0
             if self.settings.comment_mode is not CommentMode.OFF:
                 result = self._guard(published, "comment", self.publish_comment, report)
                 if result:
                     published.comment_action, published.comment_url = result
         if published.check_run_id is None:
             self.publish_workflow_annotations(report.annotations)
-        else:  # the check run could not place these on a file: the log still shows them
-            self.publish_workflow_annotations([a for a in report.annotations if not a.path])
+        else:  # what the check run does not carry (outside the repository, refused) goes to the log
+            rest = in_repo[published.annotations_delivered:]
+            self.publish_workflow_annotations(rest + [a for a in report.annotations if not a.path])
         return published
 
     def _api_usable(self) -> bool:
         if not self.settings.token:
-            self.actions.stream.write("No github-token: skipping the comment and check run.\n")
+            self.actions.echo("No github-token: skipping the comment and check run.")
             return False
         if not self.context.can_call_api:
-            self.actions.stream.write(
+            self.actions.echo(
                 "GITHUB_REPOSITORY/GITHUB_SHA not set (not running in Actions?): "
-                "skipping the comment and check run.\n"
+                "skipping the comment and check run."
             )
             return False
         return self.settings.check_run or self.settings.comment_mode is not CommentMode.OFF
@@ -128,18 +163,26 @@ class Reporter:
 
         try:
             return send(report)
+        except AnnotationsRefused as exc:
+            # The check run is there with the first batches; say exactly what GitHub refused.
+            reason = _api_reason(exc.error)
+            published.refused.append(f"annotations: {reason}")
+            published.annotations_delivered = exc.delivered
+            self.actions.warning(
+                f"GitHub refused annotations of the check run after the first {exc.delivered} "
+                f"({reason}). The most important are repeated below; every result is in the job "
+                "summary."
+            )
+            return exc.check_run_id
         except GithubException as exc:
             reason = _api_reason(exc)
+            status = exc.status
         except OSError as exc:  # connection refused, DNS, TLS: GitHub unreachable
-            reason = f"GitHub API unreachable ({type(exc).__name__}: {exc})"
+            reason, status = f"GitHub API unreachable ({type(exc).__name__}: {exc})", None
         published.refused.append(f"{what}: {reason}")
         if not self._said_refused:
             self._said_refused = True
-            self.actions.warning(
-                f"Could not post the {what} ({reason}). This is expected for pull requests from "
-                "forks (read-only token) or without `permissions: checks: write, "
-                "pull-requests: write`. The results are in the job summary and annotations."
-            )
+            self.actions.warning(f"Could not post the {what} ({reason}). {_refusal_hint(status)}")
         return None
 
     # ---- surfaces ------------------------------------------------------------------------
@@ -153,12 +196,19 @@ class Reporter:
         return self.actions.append_summary(self.summary_markdown(report))
 
     def publish_check(self, report: Report) -> int:
+        from github import GithubException
+
         repo = self._repo()
         requests = self.check_run_requests(report)
         first = requests[0]["payload"]
         check = repo.create_check_run(**first)
+        delivered = len(first["output"]["annotations"])
         for follow_up in requests[1:]:
-            check.edit(**follow_up["payload"])
+            try:
+                check.edit(**follow_up["payload"])
+            except GithubException as exc:
+                raise AnnotationsRefused(check.id, delivered, exc) from exc
+            delivered += len(follow_up["payload"]["output"]["annotations"])
         return check.id
 
     def publish_comment(self, report: Report) -> tuple[str, str]:
@@ -166,30 +216,36 @@ class Reporter:
         body = self.comment_markdown(report)
         sticky = self.settings.comment_mode is CommentMode.STICKY
         tag = marker(report.mode, report.key)
+        owner = self._identity() if sticky else None
         pr_number = self.context.pr_number or self._find_pull_request(repo)
-        if pr_number:
-            issue = repo.get_issue(pr_number)
-            existing = _first_with_marker(issue.get_comments(), tag) if sticky else None
-            if existing is not None:
-                existing.edit(body)
-                return "updated", existing.html_url
-            return "created", issue.create_comment(body).html_url
-        commit = repo.get_commit(self.context.sha)
-        existing = _first_with_marker(commit.get_comments(), tag) if sticky else None
+        target = repo.get_issue(pr_number) if pr_number else repo.get_commit(self.context.sha)
+        existing = _first_with_marker(target.get_comments(), tag, owner) if owner else None
         if existing is not None:
             existing.edit(body)
             return "updated", existing.html_url
-        return "created", commit.create_comment(body).html_url
+        return "created", target.create_comment(body).html_url
 
     def publish_workflow_annotations(self, annotations: list[Annotation]) -> None:
-        for ann in annotations:
+        """The most important annotations as workflow commands (a step shows only 10 of each
+        level); the job summary has every result, and one notice says how many are not here."""
+        ranked = sorted(annotations, key=lambda a: IMPORTANCE.get(a.level, 1))  # stable: file order
+        for ann in ranked[:WORKFLOW_ANNOTATIONS_SHOWN]:
             self.actions.annotate(
                 WORKFLOW_ANNOTATION_LEVEL.get(ann.level, "warning"),
-                ann.message,
+                md.clip_bytes(ann.message, ANNOTATION_TEXT_LIMIT_BYTES),
                 file=ann.path,
                 line=ann.start_line if ann.path else None,
                 end_line=ann.end_line if ann.path else None,
-                title=ann.title or None,
+                title=md.clip(ann.title, md.TITLE_LIMIT) or None,
+            )
+        hidden = len(ranked) - WORKFLOW_ANNOTATIONS_SHOWN
+        if hidden > 0:
+            self.actions.annotate(
+                "notice",
+                f"{hidden} more result annotation{'s' if hidden > 1 else ''} not shown here "
+                f"(GitHub shows {WORKFLOW_ANNOTATIONS_SHOWN} per step): every result is in the job "
+                "summary.",
+                title="More results in the job summary",
             )
 
     def render_dry_run(self, report: Report) -> list[Path]:
@@ -213,26 +269,29 @@ class Reporter:
     def comment_markdown(self, report: Report) -> str:
         tag = marker(report.mode, report.key)
         footer = self._footer()
-        head = f"{tag}\n## {report.title}\n\n"
-        body = md.truncate(report.body, md.COMMENT_LIMIT - len(head) - len(footer) - 2)
+        head = f"{tag}\n## {md.text(md.clip(report.title, md.TITLE_LIMIT))}\n\n"
+        room = md.COMMENT_LIMIT - md.utf16_size(head) - md.utf16_size(footer) - 2
+        body = md.fit(report.body, room, md.utf16_size)
         return f"{head}{body}\n{footer}"
 
     def summary_markdown(self, report: Report) -> str:
-        return f"## {report.title}\n\n{report.body}\n"
+        return f"## {md.text(report.title)}\n\n{report.body}\n"
 
     def check_run_requests(self, report: Report) -> list[dict]:
-        """The create request and its follow-up updates, each with at most 50 annotations."""
-        name = f"mlobs {report.mode}" + (f" ({report.key})" if report.key else "")
+        """The create request and its follow-up updates, each with at most 50 annotations, every
+        field within GitHub's limits."""
+        name = md.clip(f"mlobs {report.mode}" + (f" ({report.key})" if report.key else ""),
+                       md.TITLE_LIMIT)
         output_base = {
-            "title": report.title[:1000],
-            "summary": md.truncate(report.summary, md.CHECK_TEXT_LIMIT, "the job summary"),
-            "text": md.truncate(report.body, md.CHECK_TEXT_LIMIT, "the job summary"),
+            "title": md.clip(report.title, md.TITLE_LIMIT),
+            "summary": md.truncate_bytes(report.summary, md.CHECK_TEXT_LIMIT_BYTES, "the job summary"),
+            "text": md.truncate_bytes(report.body, md.CHECK_TEXT_LIMIT_BYTES, "the job summary"),
         }
         requests = []
         # Only files in the repository can carry a check-run annotation.
         in_repo = [a for a in report.annotations if a.path]
         for i, batch in enumerate(annotation_batches(in_repo)):
-            output = dict(output_base, annotations=[a.to_api() for a in batch])
+            output = dict(output_base, annotations=[api_annotation(a) for a in batch])
             if i == 0:
                 payload = {
                     "name": name,
@@ -257,10 +316,10 @@ class Reporter:
 
     def _gh(self) -> Github:
         if self._github is None:
-            from github import Auth, Github, GithubRetry
+            from github import Github, GithubRetry
 
             self._github = Github(
-                auth=Auth.Token(self.settings.token or ""),
+                auth=_api_auth(self.settings.token or ""),
                 base_url=self.context.api_url,
                 timeout=20,
                 retry=GithubRetry(total=3),
@@ -268,30 +327,115 @@ class Reporter:
                 seconds_between_writes=self.settings.write_interval or None,
                 user_agent="ml-observability-action",
                 lazy=True,
+                api_version=API_VERSION,
             )
         return self._github
 
     def _repo(self) -> Repository:
         return self._gh().get_repo(self.context.repository)
 
+    def _identity(self) -> str | None:
+        """The login the token acts as, whose comments alone a sticky update may edit.
+
+        GraphQL's ``viewer`` answers every kind of token: ``github-actions[bot]`` for the job's
+        GITHUB_TOKEN, ``<app-slug>[bot]`` for another GitHub App's installation token, the user for
+        a personal access token — the very login REST shows as a comment's ``user.login``. (REST
+        ``GET /user`` refuses installation tokens, and ``GET /app`` needs the app's JWT.)
+        """
+        if self._viewer is None:
+            from github import GithubException
+
+            try:
+                _, data = self._gh().requester.graphql_query(VIEWER_QUERY, {})
+                self._viewer = str(data["data"]["viewer"]["login"])
+            except (GithubException, OSError, KeyError, TypeError) as exc:
+                reason = _api_reason(exc) if isinstance(exc, GithubException) else type(exc).__name__
+                self.actions.echo(
+                    f"Could not learn which account the token acts as ({reason}): adding a new "
+                    "comment rather than editing one that might be someone else's."
+                )
+                self._viewer = ""
+        return self._viewer or None
+
     def _find_pull_request(self, repo: Repository) -> int | None:
         """For push / schedule / workflow_dispatch: an open PR whose head is this commit."""
-        open_prs = [pr for pr in repo.get_commit(self.context.sha).get_pulls() if pr.state == "open"]
+        from github.PaginatedList import PaginatedList
+        from github.PullRequest import PullRequest
+
+        # Not Commit.get_pulls(): it sends the retired groot-preview media type.
+        pulls = PaginatedList(PullRequest, repo.requester,
+                              f"{repo.url}/commits/{self.context.sha}/pulls", None,
+                              headers={"Accept": MEDIA_TYPE})
+        open_prs = [pr for pr in pulls if pr.state == "open"]
         for pr in open_prs:
             if pr.head.sha == self.context.sha:
                 return pr.number
         return open_prs[0].number if open_prs else None
 
 
-def _first_with_marker(comments, tag: str):
+def api_annotation(annotation: Annotation) -> dict:
+    """An annotation as the Checks API takes it, within its limits (title 255 characters,
+    message and raw_details 64 KB)."""
+    data = annotation.to_api()
+    data["message"] = md.clip_bytes(data["message"], ANNOTATION_TEXT_LIMIT_BYTES)
+    if "title" in data:
+        data["title"] = md.clip(data["title"], md.TITLE_LIMIT)
+    if "raw_details" in data:
+        data["raw_details"] = md.clip_bytes(data["raw_details"], ANNOTATION_TEXT_LIMIT_BYTES)
+    return data
+
+
+def _api_auth(token: str):
+    """Token auth that also puts the documented media type on every request.
+
+    PyGithub calls ``Auth.authentication(headers)`` for every request it sends (REST and GraphQL,
+    first pages and follow-ups), so this is the one place that sees them all; the API version
+    header comes from ``Github(api_version=...)``. A retired preview media type is replaced.
+    """
+    from github import Auth
+
+    class _Token(Auth.Token):
+        def authentication(self, headers: dict) -> None:
+            super().authentication(headers)
+            accept = headers.get("Accept", "")
+            if not accept or "preview" in accept or accept == "*/*":
+                headers["Accept"] = MEDIA_TYPE
+
+    return _Token(token)
+
+
+def _first_with_marker(comments, tag: str, owner: str):
+    """Our sticky comment: starts with the marker AND was written by the token's own account
+    (anyone can start a comment with the marker; editing theirs would post over a human)."""
     for comment in comments:
-        if (comment.body or "").startswith(tag):
+        author = getattr(comment.user, "login", None) if comment.user else None
+        if author == owner and (comment.body or "").startswith(tag):
             return comment
     return None
 
 
 def _api_reason(exc) -> str:
+    """GitHub's own words: the message and each validation error's message."""
     message = ""
     if isinstance(exc.data, dict):
-        message = str(exc.data.get("message", ""))
+        message = str(exc.data.get("message", "")).strip()
+        details = [str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e)
+                   for e in exc.data.get("errors") or []]
+        details = [d for d in details if d]
+        if details:
+            message = f"{message}: {'; '.join(details)}" if message else "; ".join(details)
+    elif exc.data:
+        message = str(exc.data).strip()
+    message = " ".join(message.split())
     return f"HTTP {exc.status}{': ' + message if message else ''}"
+
+
+def _refusal_hint(status: int | None) -> str:
+    """What to do about it — only a permission problem is blamed on permissions."""
+    summary = "The results are in the job summary and annotations."
+    if status in (401, 403, 404):
+        return (f"{summary} A read-only token is expected for pull requests from forks; otherwise "
+                "grant `permissions: checks: write, pull-requests: write`.")
+    if status is None:
+        return summary
+    return f"{summary} GitHub refused the request as sent: please report it with this message."

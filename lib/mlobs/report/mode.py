@@ -58,9 +58,10 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
                "written": result.written, "verified": result.verified,
                "comparisons": result.comparisons, "report_url": report_url,
                "headline": {v: docs[v]["headline"] for v in versions}}
-    path = common.output_dir / RESULTS_JSON
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    from mlobs.redact import write_text
+
+    path = write_text(common.output_dir / RESULTS_JSON,
+                      json.dumps(summary, indent=2, sort_keys=True) + "\n", common.redactor)
     report = render.render(versions, docs, pairs, result, report_url, common.comment_key)
     report.outputs = {"report-path": str(out_dir), "summary-json": str(path), "violations": "0"}
     return report

@@ -18,7 +18,7 @@ def render(versions, docs, pairs, published, report_url: str | None, key: str = 
     base = (report_url or "").rstrip("/")
 
     def link(text: str, path: str) -> str:
-        return f"[{md.text(text)}]({base}/{path})" if base else md.code(path)
+        return f"[{md.text(text)}]({md.url(f'{base}/{path}')})" if base else md.code(path)
 
     baseline_of = {b: a for a, b in pairs}
     rows = []
@@ -42,7 +42,8 @@ def render(versions, docs, pairs, published, report_url: str | None, key: str = 
     if published.verified:
         state.append("already published and byte-identical: " + ", ".join(md.code(v) for v in published.verified))
     head = f"**{Verdict.PASS.icon}** — {'; '.join(state) or 'nothing new'}. Deltas are against the compared version."
-    where = f"Site: {base}/index.html" if base else f"Site folder: {md.code(str(published.out_dir))}"
+    where = (f"Site: {md.url(f'{base}/index.html')}" if base
+             else f"Site folder: {md.code(str(published.out_dir))}")
     body = f"{head}\n\n{table}\n\n{where}\n"
     title = f"{modes.TITLES[modes.PUBLISH_REPORT]}: {', '.join(versions)}"
     return Report(mode=modes.PUBLISH_REPORT, verdict=Verdict.PASS, title=title,

@@ -135,7 +135,7 @@ def make_source(settings: SloSettings):
                         tenant=settings.loki_tenant,
                         ca_bundle=str(settings.loki_ca_cert) if settings.loki_ca_cert else None,
                         deadline=settings.loki_timeout)
-    return LokiSource(client, settings.loki_url)
+    return LokiSource(client, client.base_url)  # the URL without credentials: it is shown
 
 
 def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
@@ -153,8 +153,8 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     result = run_features(files, source, settings.variables, defaults, common.working_directory,
                           source_label=source.description, baseline_version=common.baseline_version,
                           end_text=end_text)
-    summary_path = render.write_json(result, common.output_dir / RESULTS_JSON)
-    render.write_junit(result, common.output_dir / JUNIT_XML)
+    summary_path = render.write_json(result, common.output_dir / RESULTS_JSON, common.redactor)
+    render.write_junit(result, common.output_dir / JUNIT_XML, common.redactor)
     report = render.render(result, key=common.comment_key)
     from mlobs.result import Verdict
 

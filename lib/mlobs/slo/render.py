@@ -8,6 +8,7 @@ from xml.etree import ElementTree as ET
 
 from mlobs import modes
 from mlobs.github import markdown as md
+from mlobs.redact import Redactor, write_text
 from mlobs.result import Annotation, Report, Verdict
 from mlobs.slo.model import CheckResult, RunResult, ScenarioResult
 
@@ -71,7 +72,7 @@ def _explanations(run: RunResult) -> str:
             for query in check.queries:
                 lines.append(md.code_block(query, "logql" if "{" in query else ""))
             for url in check.explore_urls:
-                lines.append(f"[Open in Grafana Explore]({url})")
+                lines.append(f"[Open in Grafana Explore]({md.url(url)})")
         parts.append("\n\n".join(lines))
     return "\n\n".join(parts) or "No scenarios ran."
 
@@ -97,13 +98,11 @@ def annotations(run: RunResult) -> list[Annotation]:
     return out
 
 
-def write_json(run: RunResult, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+def write_json(run: RunResult, path: Path, redactor: Redactor | None = None) -> Path:
+    return write_text(path, json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n", redactor)
 
 
-def write_junit(run: RunResult, path: Path) -> Path:
+def write_junit(run: RunResult, path: Path, redactor: Redactor | None = None) -> Path:
     """JUnit XML: one testcase per scenario; fail ⇒ failure, error ⇒ error, inconclusive ⇒ skipped."""
     suite = ET.Element("testsuite", name="slo-validate", tests=str(len(run.scenarios)),
                        failures=str(run.count(Verdict.FAIL)), errors=str(run.count(Verdict.ERROR)),
@@ -121,6 +120,5 @@ def write_junit(run: RunResult, path: Path) -> Path:
             ET.SubElement(case, "skipped", message="inconclusive").text = detail
         else:
             ET.SubElement(case, "system-out").text = detail
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    xml = ET.tostring(suite, encoding="unicode", xml_declaration=True)  # declares utf-8
+    return write_text(path, xml + "\n", redactor)
