@@ -48,3 +48,15 @@ def gha_env(tmp_path, github):
 @pytest.fixture
 def stream():
     return io.StringIO()
+
+
+# Fixtures that train a model or start a model server (torch, BentoML): every test that needs one,
+# directly or through another fixture, is `slow`, so `pytest -m "not slow"` stays a quick inner
+# loop. Modules that are heavy throughout (Spark, the container) mark themselves.
+HEAVY_FIXTURES = frozenset({"tiny_model", "bento_home"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

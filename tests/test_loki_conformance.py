@@ -1,15 +1,17 @@
 """Keep the Loki double honest: replay what real Loki answered and compare, case by case.
 
-``shared/loki-conformance`` holds the streams pushed to a real Loki (3.7 line) and its raw answers
-to a set of queries. Every recorded query is replayed here against the double with the same
-parameters; status, content type, result type, series label sets, every value and timestamp, and
-error bodies must match.
+``tests/data/loki-conformance`` holds the streams pushed to a real Loki (3.7 line) and its raw
+answers to a set of queries: this project's own test data (copied from the recordings made for
+it), so the suite needs nothing outside the repository. Every recorded query is replayed here
+against the double with the same parameters; status, content type, result type, series label
+sets, every value and timestamp, and error bodies must match.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -153,6 +155,27 @@ def test_every_recording_is_replayed() -> None:
     recorded |= {p.name.removesuffix(".json") for p in CORPUS.glob("*.range.json")}
     replayed = set(SUMMARY) | {f"{name}.instant" for name in RECONSTRUCTED}
     assert recorded == replayed
+
+
+def test_the_corpus_is_part_of_the_repository() -> None:
+    # CI runs on a plain checkout: no ../shared beside it. The data must live under tests/.
+    tests = Path(__file__).resolve().parent
+    assert CORPUS.is_relative_to(tests) and (CORPUS / "summary.json").is_file()
+    assert len(list(CORPUS.glob("*.json"))) == 44
+
+
+def test_no_test_reads_outside_the_repository() -> None:
+    """Nothing in tests/ may point at ../shared (or $MLOBS_SHARED_DIR): absent on GitHub's runners."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in [*tests.glob("*.py"), *tests.glob("servers/*.py")]:
+        if path == Path(__file__).resolve():
+            continue  # this test's own pattern
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(r"MLOBS_SHARED_DIR|parents\[[2-9]\]\s*/\s*[\"']shared|\.\./shared", code):
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, offenders
 
 
 def test_expected_values_agree_with_recordings() -> None:

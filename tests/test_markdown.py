@@ -7,7 +7,7 @@ def test_text_escapes_html_markdown_and_mentions():
     out = md.text("<b>x</b> *y* [z](http://e) | @team\nnext")
     assert "<b>" not in out and "&lt;b&gt;" in out
     assert "\\*y\\*" in out and "\\[z\\]" in out and "\\|" in out
-    assert "@" not in out and "\n" not in out
+    assert "@team" not in out and "@\u200bteam" in out and "\n" not in out
 
 
 def test_code_span_survives_backticks_and_pipes():

@@ -249,7 +249,6 @@ def fail(actions, exc, common) -> None:
                 raise
             if problem.one_line() != exc.one_line():
                 click.echo(f"mlobs: error: {actions.redactor.text(problem.one_line())}", err=True)
-            actions.set_output("result", "error")
     else:
         actions.set_output("result", "error")
     sys.exit(exc.exit_code)

@@ -7,7 +7,7 @@ annotations, the job summary, step outputs, workflow commands, results files, th
 line and log records. It does two things:
 
 - every URL loses its userinfo: ``https://user:pass@host/x`` → ``https://host/x`` (also when the
-  ``@`` was already escaped for Markdown as ``&#64;``);
+  ``@`` was already escaped for Markdown);
 - every secret value is replaced by ``***`` in every form it can take on its way to a surface:
   as is, URL-encoded, HTML/XML- or Markdown-escaped, inside a JSON string, in a Python ``repr``
   (exception messages quote bytes that way), escaped for a workflow command, and the base64 of a
@@ -22,9 +22,11 @@ its length.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -52,11 +54,11 @@ SECRET_ENV = (
 # pyiceberg reads catalogs from PYICEBERG_CATALOG__<NAME>__<KEY> too.
 _PYICEBERG_ENV = "PYICEBERG_CATALOG__"
 
-# scheme://userinfo@ — userinfo is everything up to the last "@" (or its Markdown form "&#64;")
+# scheme://userinfo@ — userinfo is everything up to the last "@" (or its Markdown forms)
 # before the authority ends; the class stops at what ends a URL in Markdown, HTML, JSON or prose.
 _USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)"
-    r"(?:[^\s/?#<>\"'`|\[\]{}]*(?:@|&#64;))+"
+    r"(?:[^\s/?#<>\"'`|\[\]{}]*(?:@\u200b?|&#64;))+"
 )
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>\"'`|\[\]{}]+")
 
@@ -95,7 +97,7 @@ def _escapes(secret: str) -> set[str]:
         quote(secret, safe=""), quote(secret), quote_plus(secret),
         html.escape(secret), html.escape(secret, quote=False),
         html.escape(secret, quote=False).replace('"', "&quot;"),  # XML attributes (JUnit)
-        md.text(secret), md.text(secret).replace("&#64;", "@"), secret.replace("|", "\\|"),
+        md.text(secret), md.text(secret).replace(md.MENTION_BREAK, "@"), secret.replace("|", "\\|"),
         json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1], repr(secret.encode("utf-8"))[2:-1],
         escape_data(secret), escape_property(secret),
@@ -170,6 +172,7 @@ class Redactor:
                 for a in report.annotations
             ],
             outputs={name: self.text(v) for name, v in report.outputs.items()},
+            key=self.text(report.key),  # names the check run and the sticky marker
         )
 
     # ---- construction -------------------------------------------------------------------
@@ -264,9 +267,25 @@ class RedactingFilter(logging.Filter):
 
 
 def write_text(path: Path, text: str, redactor: Redactor | None = None) -> Path:
-    """Write a results file (JSON, JUnit) through the redaction step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(redactor.text(text) if redactor is not None else text, encoding="utf-8")
+    """Write a results or dry-run file through the redaction step, all or nothing.
+
+    The text goes to a temporary file beside it that replaces ``path`` only once complete, so a
+    full disk never leaves a truncated results file for the next step to misread; an OS error
+    names the file (a failed ``write`` alone would not).
+    """
+    data = (redactor.text(text) if redactor is not None else text).encode("utf-8")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as fh:
+            fh.write(data)
+        os.replace(partial, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     return path
 
 

@@ -2,7 +2,7 @@
 
 It exists so tests exercise the real HTTP client and real query text, and it is kept honest by
 ``tests/test_loki_conformance.py``, which replays the responses recorded from a real Loki
-(``shared/loki-conformance``) against it. Semantics follow Loki 3.x's source where the recordings
+(``tests/data/loki-conformance``) against it. Semantics follow Loki 3.x's source where the recordings
 are silent; the notes marked *Loki:* say which behaviour is copied and why it matters.
 
 Supported: stream selectors (= != =~ !~), line filters (|= != |~ !~), ``| json`` with and without
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import statistics
 import threading
@@ -42,17 +41,8 @@ NS = 1_000_000_000
 
 
 def conformance_corpus() -> Path:
-    """``shared/loki-conformance``: beside the repository, or under ``$MLOBS_SHARED_DIR``."""
-    candidates = [Path(__file__).resolve().parents[3] / "shared"]
-    if os.environ.get("MLOBS_SHARED_DIR"):
-        candidates.append(Path(os.environ["MLOBS_SHARED_DIR"]))
-    for shared in candidates:
-        if (shared / "loki-conformance" / "summary.json").is_file():
-            return shared / "loki-conformance"
-    raise FileNotFoundError(
-        "shared/loki-conformance not found beside the repository or under $MLOBS_SHARED_DIR "
-        f"(looked in {', '.join(map(str, candidates))})"
-    )
+    """The recorded real-Loki answers: this project's test data, kept in ``tests/data``."""
+    return Path(__file__).resolve().parents[1] / "data" / "loki-conformance"
 
 
 # =================================================================================================

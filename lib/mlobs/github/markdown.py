@@ -18,6 +18,8 @@ COMMENT_LIMIT = 65_536  # issue and commit comment bodies: characters ("maximum 
 CHECK_TEXT_LIMIT_BYTES = 65_535
 TITLE_LIMIT = 255  # annotation titles (documented); also used for every other title we send
 
+MENTION_BREAK = "@\u200b"  # "@" + ZERO WIDTH SPACE: shows as "@", mentions no one
+
 # Inline punctuation that can start emphasis, code, links, tables or strike-through anywhere...
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 # ...and what only matters at the start of a line (headings, lists, quotes, numbered lists).
@@ -28,11 +30,13 @@ def text(value: object) -> str:
     """Escape a value for inline Markdown (safe inside a table cell, on one line).
 
     HTML is entity-escaped (so ``<script>`` or ``<!-- marker -->`` show as text), Markdown
-    punctuation is backslash-escaped, newlines collapse to spaces, and ``@`` cannot mention anyone.
+    punctuation is backslash-escaped, newlines collapse to spaces, and ``@`` cannot mention anyone:
+    GitHub finds mentions after rendering, so neither ``\\@`` nor ``&#64;`` stops one
+    (github/markup#1168, cmark-gfm#181); a zero-width space after the ``@`` does.
     """
     s = html.escape(str(value), quote=False)
     s = _MD_SPECIAL.sub(r"\\\1", s)
-    s = s.replace("@", "&#64;")
+    s = s.replace("@", MENTION_BREAK)
     s = " ".join(s.split())
     return _LINE_START.sub(lambda m: m[1] + "\\" + m[2], s)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from mlobs.github import markdown as md
 from mlobs.github.actions import GithubActions
 from mlobs.github.context import GithubContext
+from mlobs.redact import write_text
 from mlobs.result import Annotation, Report
 
 if TYPE_CHECKING:  # PyGithub is imported lazily: --help must not pay for it
@@ -250,19 +251,14 @@ class Reporter:
 
     def render_dry_run(self, report: Report) -> list[Path]:
         out = self.settings.dry_run_dir
-        out.mkdir(parents=True, exist_ok=True)
         files = {
             "comment.md": self.comment_markdown(report),
             "summary.md": self.summary_markdown(report),
             "check-run.json": json.dumps(self.check_run_requests(report), indent=2, default=str) + "\n",
             "outputs.json": json.dumps({"result": report.verdict.value, **report.outputs}, indent=2) + "\n",
         }
-        written = []
-        for name, content in files.items():
-            path = out / name
-            path.write_text(content, encoding="utf-8")
-            written.append(path)
-        return written
+        # Already redacted (publish() redacted the report); written all or nothing, path in errors.
+        return [write_text(out / name, content) for name, content in files.items()]
 
     # ---- rendering -----------------------------------------------------------------------
 

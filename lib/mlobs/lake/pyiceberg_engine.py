@@ -17,6 +17,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,7 @@ class PyIcebergEngine:
         self._file_bytes = file_bytes
         self._attempts = max(1, commit_attempts)
         self._catalog: Catalog | None = None
+        self._attempt_files: list[str] = []  # files the current commit attempt wrote
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -180,22 +182,45 @@ class PyIcebergEngine:
             if existing is not None:  # another writer committed this run meanwhile
                 self._delete(table, locations)
                 return existing, False
+            # _commit notes here the manifests, manifest list and metadata file it writes.
+            written = self._attempt_files = []
             try:
                 return self._commit(table, locations, properties, tag), True
             except CommitFailedException as exc:
+                self._delete(table, written)  # the data files are kept for the next attempt
                 last = exc
                 log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt + 1)
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+            except BaseException:
+                # A full disk, a read-only warehouse, a catalog gone mid-commit: unless the commit
+                # went through after all, nothing of this run may stay behind — neither its data
+                # files nor the manifests and metadata written for it.
+                committed = self._committed_meanwhile(run_id)
+                if committed is not None:
+                    return committed, True
+                self._delete(table, [*written, *locations])
+                raise
         self._delete(table, locations)
         raise MlobsError(
             f"could not commit run {run_id} to {self.table} after {self._attempts} attempts: {last}"
         )
+
+    def _committed_meanwhile(self, run_id: str) -> RunInfo | None:
+        try:
+            return self._find(self._load_table(), run_id)
+        except Exception:  # the catalog is unreadable too: treat the commit as not done
+            return None
 
     def _commit(
         self, table: Table, locations: list[str], properties: dict[str, str], tag: str
     ) -> RunInfo:
         from pyiceberg.table.update.snapshot import ManageSnapshots
 
+        written = self._attempt_files
+        # Record every file the commit writes (manifests and the manifest list go through the
+        # table's FileIO, the new metadata file through the catalog), so a failed commit can
+        # remove exactly its own files and nothing a concurrent writer is writing.
+        table.io = _RecordingIO(table.io, written)
         tx = table.transaction()
         # Our file names are fresh UUIDs, so skip the duplicate check (it scans every manifest).
         tx.add_files(locations, snapshot_properties=properties, check_duplicate_files=False)
@@ -204,7 +229,8 @@ class PyIcebergEngine:
         # The tag moves in the same commit: a reader never sees the run without its tag.
         with ManageSnapshots(tx) as refs:
             refs.create_tag(snapshot.snapshot_id, tag)
-        tx.commit_transaction()
+        with _recording_metadata_writes(self.catalog, written):
+            tx.commit_transaction()
         info = runlib.run_from_summary(
             properties, snapshot_id=snapshot.snapshot_id, timestamp_ms=snapshot.timestamp_ms,
             table=self.table,
@@ -345,6 +371,44 @@ class PyIcebergEngine:
     def aggregate(self, info: RunInfo, bins: int = 10) -> pa.Table:
         agg.check_bins(bins)
         return agg.aggregate_batches(self.iter_run(info, agg.INPUT_COLUMNS), bins)
+
+
+class _RecordingIO:
+    """A FileIO that notes the location of every file opened for writing."""
+
+    def __init__(self, io: Any, written: list[str]) -> None:
+        self._io = io
+        self._written = written
+
+    def new_output(self, location: str) -> Any:
+        self._written.append(location)
+        return self._io.new_output(location)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._io, name)
+
+
+@contextmanager
+def _recording_metadata_writes(catalog: Any, written: list[str]) -> Iterator[None]:
+    """Note the metadata file a metastore catalog (SQL, Hive, Glue…) writes during one commit.
+
+    pyiceberg's metastore catalogs write it through their ``_write_metadata`` hook; catalogs
+    that write it server-side (REST) do not call it, and there is nothing of ours to remove.
+    """
+    original = getattr(catalog, "_write_metadata", None)
+    if original is None:
+        yield
+        return
+
+    def recording(metadata: Any, io: Any, metadata_path: str) -> None:
+        written.append(metadata_path)
+        original(metadata, io, metadata_path)
+
+    catalog._write_metadata = recording
+    try:
+        yield
+    finally:
+        del catalog._write_metadata  # the class's own method again
 
 
 def _conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
