@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from mlobs.github import markdown as md
 from mlobs.github.actions import GithubActions
+from mlobs.github.api import MEDIA_TYPE
 from mlobs.github.context import GithubContext
 from mlobs.redact import write_text
 from mlobs.result import Annotation, Report
@@ -40,10 +41,6 @@ ANNOTATION_TEXT_LIMIT_BYTES = 64_000
 WORKFLOW_ANNOTATIONS_SHOWN = 10
 WORKFLOW_ANNOTATION_LEVEL = {"failure": "error", "warning": "warning", "notice": "notice"}
 IMPORTANCE = {"failure": 0, "warning": 1, "notice": 2}
-
-# Every request: the documented media type and API version (no retired preview media types).
-MEDIA_TYPE = "application/vnd.github+json"
-API_VERSION = "2022-11-28"
 VIEWER_QUERY = "query { viewer { login } }"
 
 
@@ -312,19 +309,10 @@ class Reporter:
 
     def _gh(self) -> Github:
         if self._github is None:
-            from github import Github, GithubRetry
+            from mlobs.github.api import github_client
 
-            self._github = Github(
-                auth=_api_auth(self.settings.token or ""),
-                base_url=self.context.api_url,
-                timeout=20,
-                retry=GithubRetry(total=3),
-                seconds_between_requests=None,
-                seconds_between_writes=self.settings.write_interval or None,
-                user_agent="ml-observability-action",
-                lazy=True,
-                api_version=API_VERSION,
-            )
+            self._github = github_client(self.settings.token or "", self.context.api_url,
+                                         write_interval=self.settings.write_interval)
         return self._github
 
     def _repo(self) -> Repository:
@@ -379,25 +367,6 @@ def api_annotation(annotation: Annotation) -> dict:
     if "raw_details" in data:
         data["raw_details"] = md.clip_bytes(data["raw_details"], ANNOTATION_TEXT_LIMIT_BYTES)
     return data
-
-
-def _api_auth(token: str):
-    """Token auth that also puts the documented media type on every request.
-
-    PyGithub calls ``Auth.authentication(headers)`` for every request it sends (REST and GraphQL,
-    first pages and follow-ups), so this is the one place that sees them all; the API version
-    header comes from ``Github(api_version=...)``. A retired preview media type is replaced.
-    """
-    from github import Auth
-
-    class _Token(Auth.Token):
-        def authentication(self, headers: dict) -> None:
-            super().authentication(headers)
-            accept = headers.get("Accept", "")
-            if not accept or "preview" in accept or accept == "*/*":
-                headers["Accept"] = MEDIA_TYPE
-
-    return _Token(token)
 
 
 def _first_with_marker(comments, tag: str, owner: str):
