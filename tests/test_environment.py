@@ -19,6 +19,7 @@ import pytest
 
 import lakegen
 import loggen
+from mlobs.errors import environment_error
 from mlobs.lake.catalog import CatalogConfig
 from mlobs.lake.engine import open_engine
 from mlobs.lake.synthetic import synthetic_batches
@@ -153,7 +154,9 @@ def test_a_full_disk_during_the_commit_leaves_no_orphan_files(tmp_path):
                                  commit_sha="0" * 40, dataset_hash="d" * 64,
                                  evaluated_at=datetime(2026, 11, 24, tzinfo=UTC),
                                  action_version="test")
-            assert "No space left on device" in str(caught.value) or caught.value.errno == 28
+            line = environment_error(caught.value).one_line()  # the CLI's one line
+            assert line.startswith(f"cannot write {warehouse}/mlobs/predictions/metadata/"), line
+            assert "No space left on device (ENOSPC)" in line
             assert reached and reached[0]  # the failure came from the commit, not the data files
             (warehouse / "filler").unlink()
             assert _files(warehouse) == before  # not one file of the failed run left
@@ -170,8 +173,6 @@ def test_a_full_disk_during_the_commit_leaves_no_orphan_files(tmp_path):
 
 
 def test_os_errors_name_the_path_and_the_reason():
-    from mlobs.errors import environment_error
-
     wrapped = RuntimeError("commit failed")
     wrapped.__cause__ = OSError(28, "No space left on device", "/w/metadata/snap-1.avro")
     assert environment_error(wrapped).one_line().startswith(

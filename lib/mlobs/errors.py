@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 
 EXIT_OK = 0
@@ -65,7 +66,7 @@ def environment_error(exc: BaseException) -> EnvironmentProblem | None:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
             path = current.filename or _path_in(str(current))
-            reason = current.strerror or ENVIRONMENT_ERRNOS[current.errno]
+            reason = os.strerror(current.errno)  # not strerror: libraries pad it with prose
             code = errno.errorcode.get(current.errno, str(current.errno))
             where = f"cannot write {path}" if path else "cannot write"
             return EnvironmentProblem(f"{where}: {reason} ({code})", hint=_hint(current.errno))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -154,9 +155,10 @@ class PyIcebergEngine:
                     commit_sha=commit_sha, evaluated_at=evaluated_at,
                 ))
             files = writer.close()
-        except BaseException:
+        except BaseException as exc:
             writer.abort()
             self._delete(table, writer.locations)
+            _name_the_file(exc, writer.locations)
             raise
         if writer.rows == 0:
             raise ConfigError(f"run {run_id} has no rows to write")
@@ -199,6 +201,7 @@ class PyIcebergEngine:
                 if committed is not None:
                     return committed, True
                 self._delete(table, [*written, *locations])
+                _name_the_file(sys.exc_info()[1], written or locations)
                 raise
         self._delete(table, locations)
         raise MlobsError(
@@ -371,6 +374,13 @@ class PyIcebergEngine:
     def aggregate(self, info: RunInfo, bins: int = 10) -> pa.Table:
         agg.check_bins(bins)
         return agg.aggregate_batches(self.iter_run(info, agg.INPUT_COLUMNS), bins)
+
+
+def _name_the_file(exc: BaseException | None, locations: list[str]) -> None:
+    """pyarrow's OS errors (a full disk, a read-only warehouse) carry no file name: give them the
+    file being written when it happened, so the one error line can name it."""
+    if isinstance(exc, OSError) and not exc.filename and exc.errno and locations:
+        exc.filename = locations[-1].removeprefix("file://")
 
 
 class _RecordingIO:
