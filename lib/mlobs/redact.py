@@ -54,20 +54,28 @@ SECRET_ENV = (
 # pyiceberg reads catalogs from PYICEBERG_CATALOG__<NAME>__<KEY> too.
 _PYICEBERG_ENV = "PYICEBERG_CATALOG__"
 
-# scheme://userinfo@ — userinfo is everything up to the last "@" (or its Markdown forms)
-# before the authority ends; the class stops at what ends a URL in Markdown, HTML, JSON or prose.
-_USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)"
-    r"(?:[^\s/?#<>\"'`|\[\]{}]*(?:@\u200b?|&#64;))+"
-)
+# What follows "scheme://" up to the last "@" (or its Markdown forms) before the authority ends:
+# the class stops at what ends a URL in Markdown, HTML, JSON or prose.
+_USERINFO = re.compile(r"(?:[^\s/?#<>\"'`|\[\]{}]*(?:@\u200b?|&#64;))+")
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>\"'`|\[\]{}]+")
 
 
 def strip_userinfo(text: str) -> str:
-    """``https://user:pass@host`` → ``https://host``, for every URL in ``text``."""
+    """``https://user:pass@host`` → ``https://host``, for every URL in ``text``.
+
+    A scan for ``://`` and an anchored match after each (a single regex that also matches the
+    scheme tries at every word of a 1 MiB summary: about 20 times slower).
+    """
     if "://" not in text:
         return text
-    return _USERINFO.sub(lambda m: m["scheme"], text)
+    parts, pos = [], 0
+    while (found := text.find("://", pos)) != -1:
+        start = found + 3
+        parts.append(text[pos:start])
+        userinfo = _USERINFO.match(text, start)
+        pos = userinfo.end() if userinfo else start
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def url_secrets(text: str) -> list[str]:
