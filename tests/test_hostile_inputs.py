@@ -50,6 +50,8 @@ LABEL = "<img src=l onerror=alert(9)> @acme/label"
 SLICE = "<script>alert(10)</script> @acme/slice"
 DATASET = "golden <img src=d onerror=alert(11)> @acme.csv"
 RUN_ID = "run <img src=i onerror=alert(12)> @acme/run"
+SLICE_COLUMN = "<b>lang</b> @acme/column"
+EVIL_ERROR = "<img src=e onerror=alert(14)> @acme/error <!--"
 
 ALLOWED_TAGS = {"p", "h2", "h4", "table", "thead", "tbody", "tr", "th", "td", "code", "pre", "strong",
                 "em", "a", "details", "summary", "sub", "br", "blockquote", "ul", "li", "del"}
@@ -210,10 +212,14 @@ def run_slo_validate(workspace: Path, env: dict[str, str]) -> tuple[list, list[s
               "--features=features", f"--window-end={END}", f"--model-version={VERSION}",
               f"--baseline-version={BASELINE}", f"--comment-key={KEY}", f"--vars=EVIL={VAR}",
               f"--grafana-url={GRAFANA}"]
-    procs = [mlobs(*common, env=env), mlobs(*common, "--window=nonsense <img src=w>", env=env)]
+    procs = [mlobs(*common, env=env)]
     assert procs[0].returncode == 1, procs[0].stderr  # p99 < 10 ms fails: the verdicts rendered
-    assert procs[1].returncode == 2, procs[1].stderr  # the bad window: an error report
-    return procs, [VERSION, BASELINE, SCENARIO, CLASS, VAR, "@acme.jsonl"]
+    # inputs whose hostile values are refused: the error report quotes them, escaped
+    for bad in (f"--window=1h {EVIL_ERROR}", f"--vars={EVIL_ERROR}", f"--window-end={EVIL_ERROR}",
+                f"--features=missing {EVIL_ERROR}.feature"):
+        procs.append(mlobs(*common, bad, env=env))
+        assert procs[-1].returncode == 2, (bad, procs[-1].stderr)
+    return procs, [VERSION, BASELINE, SCENARIO, CLASS, VAR, "@acme.jsonl", EVIL_ERROR]
 
 
 def run_publish_report(workspace: Path, env: dict[str, str]) -> tuple[list, list[str]]:
@@ -223,22 +229,27 @@ def run_publish_report(workspace: Path, env: dict[str, str]) -> tuple[list, list
         lakegen.write(engine, "v1", accuracy=0.8, classes=[LABEL, "ok", "meh"], languages=(SLICE,))
     finally:
         engine.close()
+    site = f"site {EVIL_ERROR}"
     procs = [
         mlobs("publish-report", f"--working-directory={workspace}", "--model-version=v1",
               f"--report-url={REPORT_URL}", f"--comment-key={KEY}", env=env),
+        mlobs("publish-report", f"--working-directory={workspace}", "--model-version=v1",
+              f"--report-dir={site}", f"--comment-key={KEY}", env=env),
         mlobs("publish-report", f"--working-directory={workspace}", f"--versions={VERSION}",
               f"--baseline-version={BASELINE}", f"--comment-key={KEY}", env=env),
+        mlobs("publish-report", f"--working-directory={workspace}", "--model-version=v1",
+              f"--slo-results=missing {EVIL_ERROR}.json", env=env),
     ]
-    assert procs[0].returncode == 0, procs[0].stderr
-    assert procs[1].returncode == 2, procs[1].stderr  # a version that cannot be a folder
-    return procs, [VERSION]
+    assert [p.returncode for p in procs] == [0, 0, 2, 2], [p.stderr for p in procs]
+    return procs, [VERSION, site, EVIL_ERROR]
 
 
 def run_evaluate(workspace: Path, env: dict[str, str], bento_url: str) -> tuple[list, list[str]]:
     with open(EVALUATION / "golden.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:60]
     for i, row in enumerate(rows):
-        row["language"] = SLICE if i % 2 else row["language"]
+        row[SLICE_COLUMN] = SLICE if i % 2 else row.pop("language")
+        row.pop("language", None)
         if i % 10 == 0:
             row["label"] = LABEL
     with open(workspace / DATASET, "w", encoding="utf-8", newline="") as fh:
@@ -251,13 +262,17 @@ def run_evaluate(workspace: Path, env: dict[str, str], bento_url: str) -> tuple[
         lakegen.write(engine, BASELINE, n=60, accuracy=0.95, classes=["negative", "neutral", "positive"])
     finally:
         engine.close()
-    procs = [mlobs("evaluate", f"--working-directory={workspace}", f"--dataset={DATASET}",
-                   "--id-column=id", "--input-columns=text", "--slice-columns=language",
-                   f"--bento-url={bento_url}", f"--model-version={VERSION}", f"--run-id={RUN_ID}",
-                   f"--baseline-version={BASELINE}", "--max-regression=accuracy=0.01",
-                   f"--comment-key={KEY}", env=env)]
+    common = ["evaluate", f"--working-directory={workspace}", f"--dataset={DATASET}",
+              "--id-column=id", "--input-columns=text", f"--slice-columns={SLICE_COLUMN}",
+              f"--bento-url={bento_url}", f"--model-version={VERSION}", f"--run-id={RUN_ID}",
+              f"--baseline-version={BASELINE}", f"--comment-key={KEY}"]
+    procs = [mlobs(*common, "--max-regression=accuracy=0.01", env=env)]
     assert procs[0].returncode in (0, 1), procs[0].stderr
-    return procs, [VERSION, BASELINE, LABEL, SLICE, RUN_ID, "@acme.csv"]
+    for bad in (f"--table=mlobs.{EVIL_ERROR}", f"--max-regression={EVIL_ERROR}=0.1",
+                f"--label-column={EVIL_ERROR}", f"--input-columns={EVIL_ERROR}"):
+        procs.append(mlobs(*common, bad, env=env))
+        assert procs[-1].returncode == 2, (bad, procs[-1].stderr)
+    return procs, [VERSION, BASELINE, LABEL, SLICE, SLICE_COLUMN, RUN_ID, "@acme.csv", EVIL_ERROR]
 
 
 @pytest.fixture(scope="module")
