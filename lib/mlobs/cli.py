@@ -223,7 +223,7 @@ def run_mode(mode: str, params: dict) -> None:
 
 def fail(actions, exc, common) -> None:
     """One clear line on stderr (and as an annotation in Actions), result=error, exit code."""
-    from mlobs.errors import NotImplementedMode, environment_error
+    from mlobs.errors import MlobsError, NotImplementedMode, environment_error
     from mlobs.result import Report, Verdict
 
     message = actions.redactor.text(exc.one_line())
@@ -244,7 +244,8 @@ def fail(actions, exc, common) -> None:
         try:
             _reporter(common, actions).publish(report)
         except Exception as publish_exc:  # e.g. the dry-run folder is the unwritable one
-            problem = environment_error(publish_exc)
+            problem = (publish_exc if isinstance(publish_exc, MlobsError)
+                       else environment_error(publish_exc))
             if problem is None:
                 raise
             if problem.one_line() != exc.one_line():
