@@ -221,15 +221,29 @@ def prepare_local(properties: dict[str, Any]) -> None:
         warehouse.mkdir(parents=True, exist_ok=True)
 
 
+_WAL_DEADLINE_S = 30.0
+
+
 def _use_wal(db: Path) -> None:
-    connection = sqlite3.connect(db, timeout=30)
-    try:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
-    finally:
-        connection.close()
+    # Switching to WAL takes an exclusive lock; when processes open a fresh catalog at once, SQLite
+    # answers "database is locked" at once rather than through the busy timeout. Whoever wins
+    # switches it for everyone, so the others look again until they see "wal".
+    deadline = time.monotonic() + _WAL_DEADLINE_S
+    while True:
+        connection = sqlite3.connect(db, timeout=_WAL_DEADLINE_S)
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+            if not locked or time.monotonic() >= deadline:
+                raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
+        finally:
+            connection.close()
+        time.sleep(random.uniform(0.01, 0.1))
 
 
 def _first_line(exc: BaseException) -> str:
