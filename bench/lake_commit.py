@@ -6,6 +6,8 @@ in its own subprocess, so `ru_maxrss` (peak RSS) belongs to that write alone:
 - `parquet`   (baseline): the same batches streamed into one plain Parquet file with pyarrow;
 - `pyiceberg`: PyIcebergEngine.write_run into a fresh SQLite catalog — data files + ONE commit;
   "commit" is the catalog transaction alone (add_files + tag + catalog update);
+- `gated`: the same write as evaluate makes it, through its TrustGate (error kinds counted as the
+  batches stream past, the run admitted before the commit; ~1 % error rows);
 - `spark`: SparkEngine.write_run (local[*]); one process for all sizes, session start reported
   apart; its peak RSS is the Python driver's only (the JVM is a child process).
 Ratios are against the `parquet` baseline of the same size, measured in the same invocation.
@@ -55,7 +57,8 @@ def worker(kind: str, rows: int, directory: Path) -> dict:
                               compression="zstd") as writer:
             for batch in batches:
                 writer.write_batch(batch)
-    elif kind == "pyiceberg":
+    elif kind in ("pyiceberg", "gated"):
+        from mlobs.evaluate.trust import TrustGate
         from mlobs.lake.catalog import CatalogConfig
         from mlobs.lake.pyiceberg_engine import PyIcebergEngine
 
@@ -72,7 +75,9 @@ def worker(kind: str, rows: int, directory: Path) -> dict:
                 timed["commit"] = time.perf_counter() - began
 
         engine._commit = timed_commit
-        info, written = engine.write_run(batches, **run_kwargs("r1"))
+        gate = TrustGate() if kind == "gated" else None
+        info, written = engine.write_run(gate.watch(batches) if gate else batches,
+                                         accept=gate.accept if gate else None, **run_kwargs("r1"))
         assert written and info.rows == rows
         commit = timed["commit"]
         engine.close()
@@ -128,7 +133,7 @@ def main() -> None:
     results: dict[int, dict[str, dict]] = {}
     for rows in sizes:
         results[rows] = {kind: measure([kind, str(rows)])
-                         for kind in ("generate", "parquet", "pyiceberg")}
+                         for kind in ("generate", "parquet", "pyiceberg", "gated")}
         base = results[rows]["parquet"]
         for kind, fig in results[rows].items():
             commit = f"{fig['commit'] * 1000:.0f} ms" if fig["commit"] is not None else "–"

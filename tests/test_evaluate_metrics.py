@@ -92,3 +92,85 @@ def test_deltas_know_which_way_is_better():
 def test_empty_run_is_nan_not_a_crash():
     m = from_aggregate([]).overall
     assert m.n == 0 and math.isnan(m.accuracy)
+
+
+# -- error kinds and the trust gate ---------------------------------------------------------------
+
+
+def test_error_texts_that_differ_only_in_values_are_one_kind():
+    from mlobs.evaluate.trust import ErrorTally
+
+    tally = ErrorTally()
+    # What clients and Bentos say, with the numbers, ids and values that vary per sample.
+    tally.add_messages([f"unreadable prediction [{p:.2f}, {1 - p:.2f}]" for p in (0.74, 0.12, 0.5)])
+    tally.add_messages([f"unreadable prediction [{p}, {q}, {1 - p - q:.3f}]" for p, q in ((0.1, 0.2),)])
+    tally.add_messages(["HTTP 500: An unexpected error has occurred, please check the server log."] * 4)
+    tally.add_messages(["HTTP 503: overloaded (gave up after 7 attempts)",
+                        "HTTP 503: overloaded (gave up after 9 attempts)"])
+    tally.add_messages([f"could not convert string to float: {v!r}" for v in ("abc", "n/a", "?")])
+    tally.add_messages([f'prediction item has no label: {{"id": "s{i:05d}", "score": 0.{i}}}'
+                        for i in range(1, 6)])
+    tally.add_messages(["request 3f2a9c1e-1b2c-4d5e-8f90-123456789abc failed",
+                        "request 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0 failed"])
+    tally.add_messages(["can't score the model's input 'x'", "can't score the model's input 'y z'"])
+    summary = tally.summary()
+    assert [(k.count, k.example) for k in summary.kinds] == [
+        (5, 'prediction item has no label: {"id": "s00001", "score": 0.1}'),
+        (4, "HTTP 500: An unexpected error has occurred, please check the server log."),
+        (4, "unreadable prediction [0.74, 0.26]"),
+        (3, "could not convert string to float: 'abc'"),
+        (2, "HTTP 503: overloaded (gave up after 7 attempts)"),
+        (2, "can't score the model's input 'x'"),
+        (2, "request 3f2a9c1e-1b2c-4d5e-8f90-123456789abc failed"),
+    ]
+    assert summary.errors == summary.rows == 22 and summary.more_kinds == 0
+    assert summary.lines()[0] == '5 × prediction item has no label: {"id": "s00001", "score": 0.1}'
+
+
+def test_status_codes_and_keys_keep_kinds_apart():
+    from mlobs.evaluate.trust import kind_of
+
+    assert kind_of("HTTP 500: boom") != kind_of("HTTP 503: boom")
+    assert kind_of('no label: {"scores": [0.1]}') != kind_of('no label: {"probs": [0.1]}')
+    assert kind_of("the Bento answered a dict") != kind_of("the Bento answered a list")
+
+
+def test_kinds_are_bounded_and_counted_from_arrow_batches():
+    import pyarrow as pa
+
+    from mlobs.evaluate.trust import ErrorTally
+
+    tally = ErrorTally(max_kinds=3)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    batch = pa.record_batch({"error": [f"{w} failed" for w in words] * 2 + [None] * 5})
+    tally.add(batch)
+    tally.add(batch)
+    summary = tally.summary(top=2)
+    assert (summary.rows, summary.errors) == (30, 20)
+    # 3 kinds kept (4 each); the two beyond the bound count together (8), never lost.
+    assert [(k.count, k.example) for k in summary.kinds] == [(4, "alpha failed"), (4, "beta failed")]
+    assert (summary.more_kinds, summary.more_errors) == (2, 4 + 8)
+    assert sum(k.count for k in summary.kinds) + summary.more_errors == summary.errors
+
+
+@pytest.mark.parametrize("text, rate", [("", 0.05), ("0", 0.0), ("0.1", 0.1), ("12.5%", 0.125),
+                                        (" 1 ", 1.0), ("100%", 1.0)])
+def test_max_error_rate_values(text, rate):
+    from mlobs.evaluate.trust import parse_max_error_rate
+
+    assert parse_max_error_rate(text) == pytest.approx(rate)
+
+
+def test_the_gate_admits_up_to_the_limit_and_refuses_beyond():
+    from mlobs.evaluate.trust import TrustGate, UntrustedRun
+    from mlobs.lake.runs import RunCounts
+
+    gate = TrustGate(0.05)
+    gate.accept(RunCounts(rows=100, errors=5))  # exactly the limit: admitted
+    with pytest.raises(UntrustedRun) as err:
+        gate.accept(RunCounts(rows=100, errors=6))
+    assert err.value.one_line() == ("6 of 100 samples failed (6 %, more than max-error-rate 5 %): "
+                                    "the run was not committed")
+    TrustGate(0.0).accept(RunCounts(rows=10, errors=0))
+    with pytest.raises(UntrustedRun):
+        TrustGate(0.0).accept(RunCounts(rows=10, errors=1))

@@ -467,3 +467,180 @@ def test_engines_satisfy_the_protocol(tmp_path):
 
     with open_engine("pyiceberg", config(tmp_path)) as eng:
         assert isinstance(eng, Engine) and eng.kind == "pyiceberg"
+
+
+# -- what becomes history -------------------------------------------------------------------------
+
+
+def data_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "lake" / "warehouse").rglob("*.parquet"))
+
+
+def error_rows(rows: int, error_every: int) -> int:
+    """How many synthetic rows are errors, counted the slow way (synthetic_batches' rule)."""
+    return sum(1 for i in range(rows) if i % error_every == error_every - 1)
+
+
+def test_a_run_in_which_every_sample_failed_is_never_committed(tmp_path, engine):
+    from mlobs.lake.runs import RunRefused
+
+    with pytest.raises(RunRefused, match="every one of its 600 samples failed"):
+        write(engine, synthetic_batches(600, batch_rows=100, error_every=1), run_id="broken")
+    assert engine.runs() == [] and engine.find_run("broken") is None
+    assert data_files(tmp_path) == []  # its data files were deleted, not left as orphans
+    # The Bento is fixed: the retry under the same run id is a fresh run, not "already committed".
+    info, written = write(engine, synthetic_batches(600, batch_rows=100), run_id="broken")
+    assert written and engine.runs() == [info] and info.errors == error_rows(600, 97)
+
+
+def test_the_admission_check_sees_the_counts_before_the_commit(tmp_path, engine):
+    from mlobs.lake.runs import RunCounts
+
+    first, _ = write(engine, synthetic_batches(100), run_id="run-0")
+    files_before = data_files(tmp_path)
+    seen: list[RunCounts] = []
+
+    class Refused(Exception):
+        pass
+
+    def refuse(counts):
+        seen.append(counts)
+        raise Refused
+
+    with pytest.raises(Refused):
+        write(engine, synthetic_batches(2000, batch_rows=128, error_every=7), run_id="run-1",
+              accept=refuse)
+    assert seen == [RunCounts(rows=2000, errors=error_rows(2000, 7))]
+    assert engine.runs() == [first] and data_files(tmp_path) == files_before
+
+    info, written = write(engine, synthetic_batches(2000, batch_rows=128, error_every=7),
+                          run_id="run-1", accept=seen.append)
+    assert written and seen[-1] == RunCounts(rows=2000, errors=error_rows(2000, 7))
+    assert info.errors == error_rows(2000, 7) and info.rows == 2000
+    summary = iceberg_table(engine).snapshots()[-1].summary
+    assert summary[schema.PROP_ERRORS] == str(error_rows(2000, 7))
+    back = engine.read_run(info, columns=["error"])
+    assert back.num_rows - back.column("error").null_count == info.errors
+
+
+@pytest.mark.parametrize("change, shown", [
+    ({"version": "v2"}, ["'v1'", "'v2'"]),
+    ({"dataset_hash": "sha256:" + "e" * 64}, ["'sha256:abc'", "'sha256:eeee"]),
+    ({"commit_sha": "d" * 40}, ["'cccccccccccc", "'dddddddddddd"]),
+])
+def test_a_reused_run_id_for_another_evaluation_is_refused(engine, change, shown):
+    from mlobs.lake.runs import RunIdConflict
+
+    info, _ = write(engine, synthetic_batches(50), run_id="nightly")
+    pulled = []
+
+    def batches():
+        pulled.append(True)
+        yield from synthetic_batches(50)
+
+    with pytest.raises(RunIdConflict) as err:
+        write(engine, batches(), run_id="nightly", **change)
+    message = err.value.one_line()
+    assert "'nightly'" in message and str(info.snapshot_id) in message
+    assert all(text in message for text in shown), message
+    assert pulled == [] and engine.runs() == [info]
+    # The same evaluation again is a retry, answered by the committed run.
+    assert write(engine, batches(), run_id="nightly") == (info, False)
+
+
+def test_a_rival_committing_the_same_run_id_for_another_version_is_refused(tmp_path, engine):
+    from mlobs.lake.runs import RunIdConflict
+
+    rival = PyIcebergEngine(config(tmp_path))
+    write(engine, synthetic_batches(10), run_id="run-0")
+    original = engine._commit
+    staged: list[str] = []
+
+    def rival_first(table, locations, properties, tag):
+        staged.extend(locations)
+        write(rival, synthetic_batches(30), run_id="run-1", version="v9")
+        return original(table, locations, properties, tag)
+
+    engine._commit = rival_first
+    with pytest.raises(RunIdConflict, match="'v9'"):
+        write(engine, synthetic_batches(30), run_id="run-1", version="v1")
+    assert [(r.run_id, r.model_version) for r in engine.runs()] == [("run-0", "v1"), ("run-1", "v9")]
+    assert staged and not any(Path(p.removeprefix("file://")).exists() for p in staged)
+    rival.close()
+
+
+# -- which run a reference means ------------------------------------------------------------------
+
+
+def test_one_resolver_for_baselines_and_reports(engine):
+    from mlobs.lake.runs import resolve_run
+
+    r1, _ = write(engine, synthetic_batches(100, prefix="a"), run_id="r1", version="v1")
+    r2, _ = write(engine, synthetic_batches(100, prefix="b"), run_id="v1", version="v2")
+    r3, _ = write(engine, synthetic_batches(100, prefix="c"), run_id="r3", version="v1",
+                  when=WHEN + timedelta(days=1))
+    # A version names its latest run, ahead of a run that happens to be *called* like it.
+    assert resolve_run(engine, "v1") == r3 == engine.resolve("v1")
+    # The run being judged is never its own baseline: the version's previous run is.
+    assert resolve_run(engine, "v1", exclude_run_id="r3") == r1
+    assert resolve_run(engine, "v2") == r2
+    assert resolve_run(engine, "r1") == r1 and resolve_run(engine, "model-v2") == r2
+    assert resolve_run(engine, str(r1.snapshot_id)) == r1
+    assert resolve_run(engine, "r3", exclude_run_id="r3", required=False) is None
+    assert resolve_run(engine, "v9", required=False) is None
+    with pytest.raises(ConfigError, match="'v9'"):
+        resolve_run(engine, "v9")
+
+
+def test_a_failed_run_committed_by_an_older_action_is_never_a_baseline(engine, monkeypatch):
+    from mlobs.lake import runs as runlib
+
+    good, _ = write(engine, synthetic_batches(100), run_id="good", version="v1")
+    # What the previous action did: commit a run in which every sample failed.
+    monkeypatch.setattr(runlib, "admit", lambda run_id, counts, accept=None: None)
+    failed, _ = write(engine, synthetic_batches(100, error_every=1), run_id="failed", version="v1",
+                      when=WHEN + timedelta(days=1))
+    monkeypatch.undo()
+    assert failed.errors == failed.rows == 100 and not runlib.trusted(failed)
+    assert engine.runs() == [good, failed]
+    assert runlib.resolve_run(engine, "v1") == good
+    assert runlib.resolve_run(engine, "failed", required=False) is None
+    # A run recorded without an error count (older still) is taken as it is.
+    legacy = RunInfo("old", 1, "v1", "", "", WHEN, 10, "mlobs.predictions", errors=None)
+    assert runlib.trusted(legacy)
+    assert runlib.pick_run("v1", [good, legacy], {}) == legacy
+
+
+# -- parallel runs, real processes ----------------------------------------------------------------
+
+
+@pytest.mark.slow  # 12 Python processes
+def test_parallel_first_runs_on_a_fresh_catalog_all_land_then_parallel_commits(tmp_path):
+    from lakeprocs import run_writers_at_once
+
+    lake = tmp_path / "lake"
+    # Today's parallel jobs on a fresh catalog race to create the catalog's tables, the namespace
+    # and the table, then to commit; before the fix, about one writer in six died of it.
+    first = [(f"first-{i}", 100 + i) for i in range(8)]
+    outcomes = run_writers_at_once(lake, first)
+    assert [code for code, *_ in outcomes] == [0] * 8, outcomes
+    assert all(out.startswith("WRITTEN") for _, out, _ in outcomes), outcomes
+
+    # Then parallel commits to the existing table, two of them retries of one run id.
+    second = [("next-0", 50), ("next-1", 51), ("twice", 70), ("twice", 70)]
+    outcomes = run_writers_at_once(lake, second)
+    assert [code for code, *_ in outcomes] == [0] * 4, outcomes
+    twice = sorted(out.split()[0] for _, out, _ in outcomes[-2:])
+    assert twice == ["EXISTING", "WRITTEN"]  # one commit; the other answered by it
+    assert len({out.split()[1] for _, out, _ in outcomes[-2:]}) == 1
+
+    with PyIcebergEngine(CatalogConfig.parse("", "mlobs.predictions", lake)) as engine:
+        runs = engine.runs()
+        expected = dict(first + second)
+        assert sorted(r.run_id for r in runs) == sorted(expected)
+        for run in runs:
+            assert run.rows == expected[run.run_id]
+            back = engine.read_run(run, columns=["sample_id"]).column("sample_id").to_pylist()
+            assert len(back) == expected[run.run_id] and all(s.startswith(run.run_id) for s in back)
+        files = iceberg_table(engine).scan().plan_files()
+        assert sorted(Path(t.file.file_path.removeprefix("file://")) for t in files) == data_files(tmp_path)

@@ -114,3 +114,75 @@ def test_spark_writes_pyiceberg_reads_with_the_run_properties(lake, spark):
     assert sp.read_run(later).num_rows == 500
     assert [f.name for f in table.spec().fields] == ["model_version", "evaluated_at_day"]
     py.close()
+
+
+def test_spark_admits_runs_checks_run_ids_and_resolves_like_pyiceberg(lake, spark, tmp_path,
+                                                                      monkeypatch):
+    from mlobs.lake import runs as runlib
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setenv("MLOBS_SPARK_STAGING", str(staging))
+    py, sp = engines(lake, spark, "mlobs.history")
+
+    # Every sample failed: refused before the commit, staged files gone, nothing in the table.
+    with pytest.raises(runlib.RunRefused, match="every one of its 300 samples failed"):
+        write(sp, synthetic_batches(300, batch_rows=64, error_every=1), "broken", "v1")
+    assert sp.runs() == [] == py.runs() and list(staging.iterdir()) == []
+
+    # The caller's check sees the counts; refusing keeps the table as it was.
+    seen = []
+
+    def refuse(counts):
+        seen.append(counts)
+        raise runlib.RunRefused("too many errors")
+
+    with pytest.raises(runlib.RunRefused, match="too many errors"):
+        write_checked(sp, synthetic_batches(700, batch_rows=100, error_every=5), "broken", refuse)
+    errors = sum(1 for i in range(700) if i % 5 == 4)
+    assert seen == [runlib.RunCounts(700, errors)] and sp.runs() == []
+
+    # The fixed retry under the same run id lands, with its error count, readable by both.
+    fixed, written = write_checked(sp, synthetic_batches(700, batch_rows=100), "broken", seen.append)
+    assert written and fixed.errors == sum(1 for i in range(700) if i % 97 == 96)
+    assert py.runs() == [fixed] and py.find_run("broken").errors == fixed.errors
+
+    # A reused run id for another model version is refused by Spark as by pyiceberg.
+    for engine in (sp, py):
+        with pytest.raises(runlib.RunIdConflict, match="'v1'.*'v2'"):
+            write(engine, synthetic_batches(10), "broken", "v2")
+
+    later, _ = write(py, synthetic_batches(200, prefix="l"), "later", "v1")
+    other, _ = write(sp, synthetic_batches(200, prefix="o"), "other", "v2")
+    assert sp.tags() == py.tags()
+    for ref, exclude in [("v1", None), ("v1", "later"), ("v2", None), ("broken", None),
+                         ("model-v1", None), (str(fixed.snapshot_id), None), ("v9", None)]:
+        assert runlib.resolve_run(sp, ref, exclude_run_id=exclude, required=False) == \
+            runlib.resolve_run(py, ref, exclude_run_id=exclude, required=False), ref
+    assert runlib.resolve_run(sp, "v1") == later
+    assert runlib.resolve_run(sp, "v1", exclude_run_id="later") == fixed
+    py.close()
+
+
+def write_checked(engine, batches, run_id, accept, version="v1"):
+    return engine.write_run(batches, run_id=run_id, model_version=version, commit_sha="f" * 40,
+                            dataset_hash="sha256:d", evaluated_at=WHEN, action_version="0.1.0",
+                            accept=accept)
+
+
+def test_spark_and_pyiceberg_processes_write_a_fresh_table_at_once(lake, spark):
+    from lakeprocs import Writers
+
+    table = "mlobs.parallel"
+    jobs = [(f"py-{i}", 80 + i) for i in range(4)]
+    with Writers(lake, jobs, table=table) as writers:
+        writers.go()
+        _, sp = engines(lake, spark, table)
+        spark_run, written = write(sp, synthetic_batches(90, prefix="spark"), "spark-0", "v1")
+        outcomes = writers.wait()
+    assert written and [code for code, *_ in outcomes] == [0] * 4, outcomes
+    expected = {**dict(jobs), "spark-0": 90}
+    runs = sp.runs()
+    assert sorted(r.run_id for r in runs) == sorted(expected)
+    assert all(r.rows == expected[r.run_id] for r in runs)
+    assert sp.read_run(spark_run, columns=["sample_id"]).num_rows == 90

@@ -112,6 +112,9 @@ EVALUATE_OPTIONS = [
         "'macro_f1=2%'; also error_rate, ece, weighted_f1, f1[<class>]."),
     opt("run-id", "Run id in the table; a retried run with the same id writes nothing "
         "(default: from GITHUB_RUN_ID, model version and dataset hash)."),
+    opt("max-error-rate", "Largest share of failed samples a run may have and still be recorded "
+        "(0.05 or 5%); above it, or when every sample failed, the run is not committed and the "
+        "step exits 2.", default="0.05", show_default=True),
 ]
 
 REPORT_OPTIONS = [

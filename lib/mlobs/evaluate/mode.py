@@ -38,11 +38,13 @@ class EvaluateSettings:
     gates: list
     run_id: str | None
     commit_sha: str | None
+    max_error_rate: float
 
     @classmethod
     def build(cls, common: CommonSettings, params: Mapping[str, object],
               env: Mapping[str, str]) -> EvaluateSettings:
         from mlobs.evaluate.compare import parse_gates
+        from mlobs.evaluate.trust import parse_max_error_rate
 
         if not common.model_version:
             raise ConfigError("evaluate needs model-version: it names the run in the Iceberg table")
@@ -71,6 +73,7 @@ class EvaluateSettings:
             gates=parse_gates(_text(params.get("max_regression"))),
             run_id=_text(params.get("run_id")),
             commit_sha=env.get("GITHUB_SHA") or None,
+            max_error_rate=parse_max_error_rate(params.get("max_error_rate")),
         )
 
 
@@ -84,8 +87,10 @@ def default_run_id(env: Mapping[str, str], model_version: str, dataset_hash: str
 def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
     from mlobs.evaluate import render
     from mlobs.evaluate.dataset import open_dataset
+    from mlobs.evaluate.trust import TrustGate, tally_run
     from mlobs.lake.catalog import CatalogConfig
     from mlobs.lake.engine import open_engine
+    from mlobs.lake.runs import RunRefused, check_identity
 
     env = os.environ if env is None else env
     settings = EvaluateSettings.build(common, params, env)
@@ -102,22 +107,32 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
         run_id = settings.run_id or default_run_id(env, version, dataset_hash)
         info, written = engine.find_run(run_id), False
         if info is not None:
+            # A retry of this very run is answered by its commit; another run under its id is not.
+            check_identity(info, model_version=version, dataset_hash=dataset_hash,
+                           commit_sha=settings.commit_sha)
             log.info("run %s is already committed as snapshot %s: nothing to write", run_id, info.snapshot_id)
-        else:
-            info, written = _evaluate(settings, common, dataset, engine, run_id=run_id,
-                                      version=version, dataset_hash=dataset_hash)
-        result = _judge(engine, info, settings, common, written)
+        gate = TrustGate(settings.max_error_rate)
+        if info is None:
+            try:
+                info, written = _evaluate(settings, common, dataset, engine, run_id=run_id,
+                                          version=version, dataset_hash=dataset_hash, gate=gate)
+            except RunRefused as refused:
+                result = _refused(refused, gate, settings, common, run_id=run_id,
+                                  dataset_hash=dataset_hash, table=catalog.table)
+        if info is not None:
+            errors = gate.summary() if written else tally_run(engine, info)
+            result = _judge(engine, info, settings, common, written, errors)
     finally:
         engine.close()
     path = render.write_json(result, common.output_dir / RESULTS_JSON, common.redactor)
     report = render.render(result, key=common.comment_key)
-    report.outputs = {"summary-json": str(path), "run-id": info.run_id,
-                      "snapshot-id": str(info.snapshot_id),
+    report.outputs = {"summary-json": str(path), "run-id": result.run_id,
+                      "snapshot-id": "" if result.snapshot_id is None else str(result.snapshot_id),
                       "violations": str(sum(1 for g in result.gates if g.passed is False))}
     return report
 
 
-def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash):
+def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash, gate):
     from contextlib import nullcontext
 
     from mlobs.evaluate.bento import BentoServer
@@ -134,32 +149,43 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
                           input_columns=dataset.input_columns, label_column=settings.label_column,
                           slice_columns=settings.slice_columns, concurrency=settings.concurrency,
                           timeout=60.0, deadline_per_batch=300.0, progress=progress)
-        return engine.write_run(batches, run_id=run_id, model_version=version,
+        return engine.write_run(gate.watch(batches), run_id=run_id, model_version=version,
                                 commit_sha=settings.commit_sha, dataset_hash=dataset_hash,
-                                evaluated_at=datetime.now(UTC), action_version=__version__)
+                                evaluated_at=datetime.now(UTC), action_version=__version__,
+                                accept=gate.accept)
 
 
-def _judge(engine, info, settings, common, written):
+def _judge(engine, info, settings, common, written, errors):
     from mlobs.evaluate import compare, render
     from mlobs.evaluate.metrics import from_aggregate
+    from mlobs.lake.runs import resolve_run
 
     current_rows = engine.aggregate(info).to_pylist()
-    baseline = find_baseline(engine, common.baseline_version, info.run_id) if common.baseline_version else None
+    # THE baseline resolver (publish-report's pages use it too), never the run being judged.
+    baseline = resolve_run(engine, common.baseline_version, exclude_run_id=info.run_id,
+                           required=False) if common.baseline_version else None
     baseline_rows = engine.aggregate(baseline).to_pylist() if baseline else []
     labels = sorted({r["label"] for r in current_rows + baseline_rows if r["label"] is not None}
                     | {r["prediction"] for r in current_rows + baseline_rows
                        if r["prediction"] is not None and not r["is_error"]})
     metrics = from_aggregate(current_rows, labels=labels)
     baseline_metrics = from_aggregate(baseline_rows, labels=labels) if baseline else None
+    other_dataset = bool(baseline and baseline.dataset_hash and info.dataset_hash
+                         and baseline.dataset_hash != info.dataset_hash)
     gates = compare.check_gates(settings.gates, metrics.overall, baseline_metrics.overall) \
-        if baseline_metrics else []
+        if baseline_metrics and not other_dataset else []
 
     m = metrics.overall
-    if m.n == 0 or m.errors == m.n:
+    if m.n == 0 or m.errors == m.n:  # only a run committed by an older action can get here
         verdict, reason = Verdict.ERROR, "Every sample failed: the model server answered no prediction."
     elif common.baseline_version and baseline is None:
         verdict, reason = Verdict.INCONCLUSIVE, (
             f"No run of baseline {common.baseline_version!r} in the table: nothing to compare with.")
+    elif other_dataset:
+        verdict, reason = Verdict.INCONCLUSIVE, (
+            f"The baseline run {baseline.run_id} of {baseline.model_version} was evaluated on another "
+            f"dataset (sha256 {baseline.dataset_hash[:16]}…, this run {info.dataset_hash[:16]}…): "
+            "its numbers are not comparable, so no gate was checked.")
     elif any(g.passed is False for g in gates):
         failed = [g for g in gates if g.passed is False]
         verdict, reason = Verdict.FAIL, "Regressed: " + "; ".join(g.gate.describe() for g in failed) + "."
@@ -178,20 +204,33 @@ def _judge(engine, info, settings, common, written):
         baseline_version=common.baseline_version,
         baseline_run_id=baseline.run_id if baseline else None,
         baseline_snapshot_id=baseline.snapshot_id if baseline else None,
-        baseline_metrics=baseline_metrics, gates=gates)
+        baseline_metrics=baseline_metrics, gates=gates, errors=errors,
+        max_error_rate=settings.max_error_rate,
+        baseline_dataset_hash=baseline.dataset_hash if baseline else None)
 
 
-def find_baseline(engine, ref: str, current_run_id: str):
-    """The latest run of ``ref`` (a version, tag, snapshot id or run id) that is not this run."""
-    runs = [r for r in engine.runs() if r.run_id != current_run_id]
-    same_version = [r for r in runs if r.model_version == ref]
-    if same_version:
-        return same_version[-1]
-    try:
-        info = engine.resolve(ref)
-    except ConfigError:
-        return None
-    return info if info.run_id != current_run_id else None
+def _refused(refused, gate, settings, common, *, run_id, dataset_hash, table):
+    """The result of a run that did not become history: why, and what its failures were."""
+    from mlobs.evaluate import render
+    from mlobs.evaluate.trust import percent
+
+    errors = gate.summary()
+    if errors.rows and errors.errors >= errors.rows:
+        why = f"Every one of the {errors.rows} samples failed"
+    else:
+        why = (f"{errors.errors} of {errors.rows} samples failed ({percent(errors.rate)}, more than "
+               f"max-error-rate {percent(settings.max_error_rate)})")
+    reason = (f"{why}, so this run was not recorded: it is no baseline, and a retry with the same "
+              f"run id evaluates afresh once the Bento is fixed.")
+    top = "; ".join(errors.lines()[:3])
+    log.error("run %s not recorded: %s%s", run_id, why, f"; top error kinds: {top}" if top else "")
+    log.debug("refused: %s", refused.one_line())
+    return render.EvaluationResult(
+        verdict=Verdict.ERROR, reason=reason, model_version=common.model_version or "",
+        run_id=run_id, snapshot_id=None, table=table, dataset=settings.dataset.name,
+        dataset_hash=dataset_hash, commit_sha=settings.commit_sha, written=False, metrics=None,
+        baseline_version=common.baseline_version, errors=errors,
+        max_error_rate=settings.max_error_rate)
 
 
 def _columns(value: object) -> list[str]:

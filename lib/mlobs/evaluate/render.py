@@ -10,9 +10,10 @@ from pathlib import Path
 from mlobs import modes
 from mlobs.evaluate import compare
 from mlobs.evaluate.metrics import RunMetrics
+from mlobs.evaluate.trust import ErrorSummary, percent
 from mlobs.github import markdown as md
 from mlobs.redact import Redactor, write_text
-from mlobs.result import Report, Verdict
+from mlobs.result import Annotation, Report, Verdict
 
 WORST_SLICES = 5
 
@@ -23,23 +24,34 @@ class EvaluationResult:
     reason: str
     model_version: str
     run_id: str
-    snapshot_id: int
+    snapshot_id: int | None  # None: the run was not recorded (see `recorded`)
     table: str
     dataset: str
     dataset_hash: str
     commit_sha: str | None
     written: bool  # False: the run id was already committed; nothing new was written
-    metrics: RunMetrics
+    metrics: RunMetrics | None  # None: the run was refused; its numbers measure nothing
     baseline_version: str | None = None
     baseline_run_id: str | None = None
     baseline_snapshot_id: int | None = None
     baseline_metrics: RunMetrics | None = None
     gates: list[compare.GateResult] = field(default_factory=list)
+    errors: ErrorSummary | None = None  # the failed samples by kind
+    max_error_rate: float | None = None
+    baseline_dataset_hash: str | None = None
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the run is in the table (committed now or by an earlier try)."""
+        return self.snapshot_id is not None
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["verdict"] = self.verdict.value
         data["schema"] = "mlobs.evaluate-results/1"
+        data["recorded"] = self.recorded
+        if self.errors is not None:
+            data["errors"]["lines"] = self.errors.lines()
         return data
 
 
@@ -60,6 +72,8 @@ def arrow(delta: compare.Delta) -> str:
 
 
 def render(result: EvaluationResult, key: str = "") -> Report:
+    if result.metrics is None:
+        return _render_refused(result, key)
     m = result.metrics.overall
     base = result.baseline_metrics.overall if result.baseline_metrics else None
     failed = [g for g in result.gates if g.passed is False]
@@ -93,6 +107,7 @@ def render(result: EvaluationResult, key: str = "") -> Report:
                        None: Verdict.INCONCLUSIVE.icon}[g.passed]] for g in result.gates]
         parts.append("**Regression gates**\n\n" + md.table(["Gate", "Change", "Verdict"], gate_rows))
 
+    parts.append(_error_kinds(result))
     parts.append(_worst_slices(result))
     parts.append(md.details("Per-class metrics and confusion matrix", _per_class(result)))
     ref = (f"Run {md.code(result.run_id)} · snapshot {md.code(result.snapshot_id)} · table "
@@ -103,6 +118,38 @@ def render(result: EvaluationResult, key: str = "") -> Report:
     body = "\n\n".join(p for p in parts if p) + "\n"
     return Report(mode=modes.EVALUATE, verdict=result.verdict, title=title,
                   summary=head + "\n\n" + md.table(cols, rows) + "\n", body=body, key=key)
+
+
+def _render_refused(result: EvaluationResult, key: str) -> Report:
+    """A run that did not become history: why, and its failures by kind — no metrics, which
+    would measure the serving path rather than the model."""
+    errors = result.errors or ErrorSummary(rows=0, errors=0)
+    title = (f"{modes.TITLES[modes.EVALUATE]}: {result.model_version} — not recorded, "
+             f"{errors.errors} of {errors.rows} samples failed")
+    head = (f"**{result.verdict.icon}** — model {md.code(result.model_version)} on "
+            f"{md.code(result.dataset)}: {errors.rows} samples, {errors.errors} errors. "
+            f"{md.text(result.reason)}")
+    ref = (f"Run {md.code(result.run_id)} · not committed to table {md.code(result.table)} · "
+           f"dataset sha256 {md.code(result.dataset_hash[:16])}")
+    body = "\n\n".join(p for p in (head, _error_kinds(result), f"<sub>{ref}</sub>") if p) + "\n"
+    note = Annotation(path=None, start_line=1, level="failure", title="evaluate: run not recorded",
+                      message=result.reason + "".join(f"\n{line}" for line in errors.lines()[:5]))
+    return Report(mode=modes.EVALUATE, verdict=result.verdict, title=title,
+                  summary=head + "\n\n" + _error_kinds(result) + "\n", body=body,
+                  annotations=[note], key=key)
+
+
+def _error_kinds(result: EvaluationResult) -> str:
+    """``- 300 × `unreadable prediction [0.74, 0.25]` `` per kind of failure, largest first."""
+    errors = result.errors
+    if errors is None or not errors.errors:
+        return ""
+    limit = f", max-error-rate {percent(result.max_error_rate)}" if result.max_error_rate is not None else ""
+    items = [f"- {k.count} × {md.code(k.example)}" for k in errors.kinds]
+    if errors.more_kinds:
+        items.append(f"- {errors.more_errors} × {errors.more_kinds} other kind(s) of error")
+    return (f"**Failed samples**: {errors.errors} of {errors.rows} ({percent(errors.rate)}{limit}), "
+            "by kind (the first message of each):\n\n" + "\n".join(items))
 
 
 def _worst_slices(result: EvaluationResult) -> str:

@@ -11,8 +11,10 @@ Property values may hold credentials, so ``repr`` and every message show them ma
 
 from __future__ import annotations
 
+import random
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
 DEFAULT_CATALOG_NAME = "mlobs"
+# Opening a fresh SQLite catalog creates its tables; processes opening it at the same moment race
+# (SQLAlchemy checks, then creates): the losers' CREATE fails and a second look finds the tables.
+_OPEN_ATTEMPTS = 5
+_LOST_OPEN_RACE = ("already exists", "database is locked")
 
 # One namespace level plus the table: the same identifier must work in pyiceberg, in Spark SQL
 # (`catalog`.`ns`.`table`) and in file paths, so only plain identifier characters are allowed.
@@ -161,15 +167,22 @@ class CatalogConfig:
 
         properties = self.resolved_properties()
         prepare_local(properties)
-        try:
-            # Always pass the properties: pyiceberg reads .pyiceberg.yaml once, at import time.
-            return load_catalog(self.name, **properties)
-        except (ValueError, NotImplementedError, ImportError) as exc:
-            raise ConfigError(f"cannot open catalog {self.name!r}: {_first_line(exc)}") from exc
-        except Exception as exc:  # connection refused, auth failure, SQL errors, …
-            raise SourceUnavailable(
-                f"cannot reach catalog {self.name!r}: {type(exc).__name__}: {_first_line(exc)}"
-            ) from exc
+        local = sqlite_path(str(properties.get("uri", ""))) is not None
+        for attempt in range(1, _OPEN_ATTEMPTS + 1):
+            try:
+                # Always pass the properties: pyiceberg reads .pyiceberg.yaml once, at import time.
+                return load_catalog(self.name, **properties)
+            except (ValueError, NotImplementedError, ImportError) as exc:
+                raise ConfigError(f"cannot open catalog {self.name!r}: {_first_line(exc)}") from exc
+            except Exception as exc:  # connection refused, auth failure, SQL errors, …
+                text = str(exc).lower()
+                if local and attempt < _OPEN_ATTEMPTS and any(s in text for s in _LOST_OPEN_RACE):
+                    time.sleep(random.uniform(0.02, 0.2) * attempt)
+                    continue
+                raise SourceUnavailable(
+                    f"cannot reach catalog {self.name!r}: {type(exc).__name__}: {_first_line(exc)}"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -208,15 +221,29 @@ def prepare_local(properties: dict[str, Any]) -> None:
         warehouse.mkdir(parents=True, exist_ok=True)
 
 
+_WAL_DEADLINE_S = 30.0
+
+
 def _use_wal(db: Path) -> None:
-    connection = sqlite3.connect(db, timeout=30)
-    try:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
-    finally:
-        connection.close()
+    # Switching to WAL takes an exclusive lock; when processes open a fresh catalog at once, SQLite
+    # answers "database is locked" at once rather than through the busy timeout. Whoever wins
+    # switches it for everyone, so the others look again until they see "wal".
+    deadline = time.monotonic() + _WAL_DEADLINE_S
+    while True:
+        connection = sqlite3.connect(db, timeout=_WAL_DEADLINE_S)
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+            if not locked or time.monotonic() >= deadline:
+                raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
+        finally:
+            connection.close()
+        time.sleep(random.uniform(0.01, 0.1))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from mlobs.lake.catalog import CatalogConfig
+    from mlobs.lake.runs import Admission
 
 ENGINES = ("pyiceberg", "spark")
 
@@ -34,6 +35,7 @@ class RunInfo:
     committed_at: datetime  # UTC, from the snapshot's timestamp
     rows: int
     table: str
+    errors: int | None = None  # rows whose prediction failed; None for runs that did not record it
 
 
 @runtime_checkable
@@ -53,8 +55,15 @@ class Engine(Protocol):
         dataset_hash: str,
         evaluated_at: datetime,
         action_version: str,
+        accept: Admission | None = None,
     ) -> tuple[RunInfo, bool]:
-        """Append the run as one snapshot; (info, False) without writing if it already exists."""
+        """Append the run as one snapshot; (info, False) without writing if it already exists.
+
+        Streams: one batch at a time is held. Before the commit the run must pass
+        ``mlobs.lake.runs.admit`` (with `accept`); if it does not, nothing is committed, what was
+        written is deleted and the error propagates. A run id already committed for another
+        model version, dataset or commit raises ``RunIdConflict``.
+        """
         ...
 
     def find_run(self, run_id: str) -> RunInfo | None: ...
@@ -62,7 +71,12 @@ class Engine(Protocol):
     def latest_run(self, model_version: str) -> RunInfo | None: ...
 
     def resolve(self, ref: str) -> RunInfo:
-        """A snapshot id, tag, run id or model version (→ its latest run); else ConfigError."""
+        """``mlobs.lake.runs.resolve_run``: a model version (→ its latest run), run id, tag or
+        snapshot id; else ConfigError."""
+        ...
+
+    def tags(self) -> dict[str, int]:
+        """The table's tags: name → snapshot id."""
         ...
 
     def runs(self) -> list[RunInfo]:

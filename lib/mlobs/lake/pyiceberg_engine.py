@@ -42,7 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COMMIT_ATTEMPTS = 8
+# Commits are optimistic: a commit that loses to another writer's is retried on the new table
+# state. Every lost attempt means another run landed, so parallel jobs always progress; the budget
+# is time, not a count of attempts (16 writers at once need more than 8 rounds).
+DEFAULT_COMMIT_TIMEOUT_S = 120.0
+_BACKOFF_CAP_S = 2.0
+_PROPERTY_ATTEMPTS = 8
 # The libraries' own commit retries (pyiceberg 0.12 and Java Iceberg) re-apply an append onto the
 # new table state: they cannot re-check that the run id is still absent, and pyiceberg's drops
 # the tag update of the same transaction. So the table turns them off and the engines retry
@@ -86,13 +91,13 @@ class PyIcebergEngine:
         *,
         row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
         file_bytes: int = DEFAULT_FILE_BYTES,
-        commit_attempts: int = DEFAULT_COMMIT_ATTEMPTS,
+        commit_timeout: float = DEFAULT_COMMIT_TIMEOUT_S,
     ) -> None:
         self.config = catalog
         self.table = catalog.table
         self._row_group_bytes = row_group_bytes
         self._file_bytes = file_bytes
-        self._attempts = max(1, commit_attempts)
+        self._commit_timeout = commit_timeout
         self._catalog: Catalog | None = None
         self._attempt_files: list[str] = []  # files the current commit attempt wrote
 
@@ -128,15 +133,21 @@ class PyIcebergEngine:
         dataset_hash: str,
         evaluated_at: datetime,
         action_version: str,
+        accept: runlib.Admission | None = None,
     ) -> tuple[RunInfo, bool]:
         """Append the run as one snapshot; (existing info, False) if the run id is already there.
 
-        See the module docstring for what a crash before the commit leaves behind.
+        The run must pass ``runs.admit`` (with `accept`) once written; a refused run's files are
+        deleted and nothing is committed. See the module docstring for what a crash before the
+        commit leaves behind.
         """
         runlib.validate_run_args(run_id, model_version, evaluated_at)
+        identity = {"model_version": model_version, "dataset_hash": dataset_hash,
+                    "commit_sha": commit_sha}
         table = self._ensure_table()
         existing = self._find(table, run_id)
         if existing is not None:
+            runlib.check_identity(existing, **identity)
             return existing, False
 
         from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -148,41 +159,47 @@ class PyIcebergEngine:
             row_group_bytes=self._row_group_bytes,
             file_bytes=self._file_bytes,
         )
+        errors = 0
         try:
             for batch in batches:
-                writer.write(with_run_columns(
+                row_batch = with_run_columns(
                     batch, target, run_id=run_id, model_version=model_version,
                     commit_sha=commit_sha, evaluated_at=evaluated_at,
-                ))
+                )
+                errors += row_batch.num_rows - row_batch.column("error").null_count
+                writer.write(row_batch)
             files = writer.close()
+            runlib.admit(run_id, runlib.RunCounts(writer.rows, errors), accept)
         except BaseException as exc:
             writer.abort()
             self._delete(table, writer.locations)
             _name_the_file(exc, writer.locations)
             raise
-        if writer.rows == 0:
-            raise ConfigError(f"run {run_id} has no rows to write")
         log.info("run %s: %d rows in %d data files, committing", run_id, writer.rows, len(files))
         properties = runlib.snapshot_properties(
             run_id=run_id, model_version=model_version, commit_sha=commit_sha,
             dataset_hash=dataset_hash, action_version=action_version, rows=writer.rows,
+            errors=errors,
         )
         return self._commit_with_retry(
-            [f.location for f in files], properties, runlib.tag_for_version(model_version)
+            [f.location for f in files], properties, runlib.tag_for_version(model_version), identity
         )
 
     def _commit_with_retry(
-        self, locations: list[str], properties: dict[str, str], tag: str
+        self, locations: list[str], properties: dict[str, str], tag: str, identity: dict[str, str]
     ) -> tuple[RunInfo, bool]:
         from pyiceberg.exceptions import CommitFailedException
 
         run_id = properties[schema.PROP_RUN_ID]
-        last: Exception | None = None
-        for attempt in range(self._attempts):
+        deadline = time.monotonic() + self._commit_timeout
+        attempt = 0
+        while True:
+            attempt += 1
             table = self._load_table(required=True)
             existing = self._find(table, run_id)
             if existing is not None:  # another writer committed this run meanwhile
                 self._delete(table, locations)
+                runlib.check_identity(existing, **identity)
                 return existing, False
             # _commit notes here the manifests, manifest list and metadata file it writes.
             written = self._attempt_files = []
@@ -190,9 +207,16 @@ class PyIcebergEngine:
                 return self._commit(table, locations, properties, tag), True
             except CommitFailedException as exc:
                 self._delete(table, written)  # the data files are kept for the next attempt
-                last = exc
-                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt + 1)
-                time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+                if time.monotonic() >= deadline:
+                    self._delete(table, locations)
+                    raise MlobsError(
+                        f"could not commit run {run_id} to {self.table} within "
+                        f"{self._commit_timeout:g} s: {attempt} attempts each lost to another "
+                        f"writer (last: {exc})"
+                    ) from exc
+                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt)
+                # Full jitter: parallel losers spread out instead of colliding again.
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, 0.05 * 2 ** min(attempt, 8))))
             except BaseException:
                 # A full disk, a read-only warehouse, a catalog gone mid-commit: unless the commit
                 # went through after all, nothing of this run may stay behind — neither its data
@@ -203,10 +227,6 @@ class PyIcebergEngine:
                 self._delete(table, [*written, *locations])
                 _name_the_file(sys.exc_info()[1], written or locations)
                 raise
-        self._delete(table, locations)
-        raise MlobsError(
-            f"could not commit run {run_id} to {self.table} after {self._attempts} attempts: {last}"
-        )
 
     def _committed_meanwhile(self, run_id: str) -> RunInfo | None:
         try:
@@ -276,36 +296,55 @@ class PyIcebergEngine:
             return None
 
     def _ensure_table(self) -> Table:
+        """The table, created on first use. Several first runs may race to create the namespace
+        and the table (parallel jobs on a fresh catalog): whoever loses uses the winner's."""
+        from pyiceberg.exceptions import CommitFailedException
         from pyiceberg.partitioning import PartitionField, PartitionSpec
         from pyiceberg.table import TableProperties
         from pyiceberg.transforms import DayTransform, IdentityTransform
 
         table = self._load_table()
-        if table is not None:
-            if table.properties.get(NO_LIBRARY_RETRIES[0]) != NO_LIBRARY_RETRIES[1]:
+        if table is None:
+            fresh = table_schema()
+            spec = PartitionSpec(
+                PartitionField(fresh.find_field("model_version").field_id, 1000,
+                               IdentityTransform(), "model_version"),
+                PartitionField(fresh.find_field("evaluated_at").field_id, 1001, DayTransform(),
+                               "evaluated_at_day"),
+            )
+            self._ensure_namespace()
+            table = self.catalog.create_table_if_not_exists(
+                self._identifier(),
+                schema=fresh,
+                partition_spec=spec,
+                properties={
+                    "format-version": "2",
+                    # add_files would otherwise add this property inside a run's commit.
+                    TableProperties.DEFAULT_NAME_MAPPING: fresh.name_mapping.model_dump_json(),
+                    NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1],
+                },
+            )
+        for _ in range(_PROPERTY_ATTEMPTS):
+            if table.properties.get(NO_LIBRARY_RETRIES[0]) == NO_LIBRARY_RETRIES[1]:
+                return table
+            try:
                 with table.transaction() as tx:  # a table created elsewhere: one metadata commit
                     tx.set_properties({NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1]})
-                table = self._load_table(required=True)
-            return table
-        fresh = table_schema()
-        spec = PartitionSpec(
-            PartitionField(fresh.find_field("model_version").field_id, 1000, IdentityTransform(),
-                           "model_version"),
-            PartitionField(fresh.find_field("evaluated_at").field_id, 1001, DayTransform(),
-                           "evaluated_at_day"),
-        )
-        self.catalog.create_namespace_if_not_exists(self.config.namespace)
-        return self.catalog.create_table_if_not_exists(
-            self._identifier(),
-            schema=fresh,
-            partition_spec=spec,
-            properties={
-                "format-version": "2",
-                # add_files would otherwise add this property inside a run's commit.
-                TableProperties.DEFAULT_NAME_MAPPING: fresh.name_mapping.model_dump_json(),
-                NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1],
-            },
-        )
+            except CommitFailedException:  # another writer committed first: look again
+                time.sleep(random.uniform(0.01, 0.1))
+            table = self._load_table(required=True)
+        return table
+
+    def _ensure_namespace(self) -> None:
+        # pyiceberg's SQL catalog checks, then inserts: a rival inserting in between makes the
+        # insert fail with the database's own error (an IntegrityError on SQLite) rather than
+        # NamespaceAlreadyExistsError. Whatever the catalog raised, a namespace that exists now
+        # is all this needs.
+        try:
+            self.catalog.create_namespace_if_not_exists(self.config.namespace)
+        except Exception:
+            if not self.catalog.namespace_exists(self.config.namespace):
+                raise
 
     def _runs(self, table: Table | None) -> list[RunInfo]:
         if table is None:
@@ -334,15 +373,19 @@ class PyIcebergEngine:
     def latest_run(self, model_version: str) -> RunInfo | None:
         return runlib.latest_run(self.runs(), model_version)
 
-    def resolve(self, ref: str) -> RunInfo:
+    def tags(self) -> dict[str, int]:
         from pyiceberg.table.refs import SnapshotRefType
 
         table = self._load_table()
-        tags = {} if table is None else {
+        return {} if table is None else {
             name: ref_.snapshot_id for name, ref_ in table.metadata.refs.items()
             if ref_.snapshot_ref_type == SnapshotRefType.TAG
         }
-        return runlib.resolve_ref(ref, self._runs(table), tags, self.table)
+
+    def resolve(self, ref: str) -> RunInfo:
+        info = runlib.resolve_run(self, ref)
+        assert info is not None  # required=True raises instead
+        return info
 
     # -- reading -----------------------------------------------------------------------------
 

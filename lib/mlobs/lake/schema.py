@@ -16,6 +16,7 @@ PROP_COMMIT_SHA = "mlobs.commit-sha"
 PROP_DATASET_HASH = "mlobs.dataset-hash"
 PROP_ACTION_VERSION = "mlobs.action-version"
 PROP_ROWS = "mlobs.rows"
+PROP_ERRORS = "mlobs.errors"  # rows whose prediction failed (absent on runs written before it)
 
 # Columns the evaluation runner produces for each sample (an Arrow RecordBatch per client batch).
 SAMPLE_COLUMNS = ("sample_id", "label", "prediction", "confidence", "scores", "slices", "error")

@@ -53,7 +53,7 @@ REQUIRED_JARS = {
     "relocated Jackson": "iceberg-shaded-jackson.jar",
     "SQLite JDBC driver": "sqlite-jdbc.jar",
 }
-COMMIT_ATTEMPTS = 5
+COMMIT_TIMEOUT_S = 120.0  # why a time budget: see pyiceberg_engine.DEFAULT_COMMIT_TIMEOUT_S
 _ROWS_PER_BATCH = 8192
 
 
@@ -290,7 +290,7 @@ class SparkEngine:
                 found.append(info)
         return found
 
-    def _tags(self) -> dict[str, int]:
+    def tags(self) -> dict[str, int]:
         return {
             row["name"]: row["snapshot_id"]
             for row in self._metadata_rows("refs", "name, type, snapshot_id")
@@ -304,13 +304,15 @@ class SparkEngine:
         return runlib.latest_run(self.runs(), model_version)
 
     def resolve(self, ref: str) -> RunInfo:
-        return runlib.resolve_ref(ref, self.runs(), self._tags(), self.table)
+        info = runlib.resolve_run(self, ref)
+        assert info is not None  # required=True raises instead
+        return info
 
     def _sync_tag(self, model_version: str) -> None:
         """Point the version's tag at its latest run (idempotent; repairs a missed move)."""
         latest = self.latest_run(model_version)
         tag = runlib.tag_for_version(model_version)
-        if latest is None or self._tags().get(tag) == latest.snapshot_id:
+        if latest is None or self.tags().get(tag) == latest.snapshot_id:
             return
         try:
             self._sql(
@@ -332,22 +334,29 @@ class SparkEngine:
         dataset_hash: str,
         evaluated_at: datetime,
         action_version: str,
+        accept: runlib.Admission | None = None,
     ) -> tuple[RunInfo, bool]:
-        """Append the run as one snapshot; (existing info, False) if the run id is already there."""
+        """Append the run as one snapshot; (existing info, False) if the run id is already there.
+
+        The run must pass ``runs.admit`` (with `accept`) once staged; a refused run never reaches
+        the table, and its staged files are deleted.
+        """
         from pyspark.sql import functions as F
 
         runlib.validate_run_args(run_id, model_version, evaluated_at)
+        identity = {"model_version": model_version, "dataset_hash": dataset_hash,
+                    "commit_sha": commit_sha}
         self._ensure_table()
         existing = self.find_run(run_id)
         if existing is not None:
+            runlib.check_identity(existing, **identity)
             self._sync_tag(existing.model_version)
             return existing, False
 
         staging = Path(tempfile.mkdtemp(prefix="mlobs-spark-", dir=os.environ.get(STAGING_ENV)))
         try:
-            rows = self._stage(batches, staging)
-            if rows == 0:
-                raise ConfigError(f"run {run_id} has no rows to write")
+            counts = self._stage(batches, staging)
+            runlib.admit(run_id, counts, accept)
             micros = _epoch_micros(evaluated_at)
             sample = self.spark.read.schema(_sample_ddl()).parquet(staging.as_uri())
             frame = sample.select(
@@ -359,15 +368,16 @@ class SparkEngine:
             )
             properties = runlib.snapshot_properties(
                 run_id=run_id, model_version=model_version, commit_sha=commit_sha,
-                dataset_hash=dataset_hash, action_version=action_version, rows=rows,
+                dataset_hash=dataset_hash, action_version=action_version, rows=counts.rows,
+                errors=counts.errors,
             )
-            info, written = self._append_with_retry(frame, properties)
+            info, written = self._append_with_retry(frame, properties, identity)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self._sync_tag(model_version)
         return info, written
 
-    def _stage(self, batches: Iterable[pa.RecordBatch], staging: Path) -> int:
+    def _stage(self, batches: Iterable[pa.RecordBatch], staging: Path) -> runlib.RunCounts:
         import pyarrow as pa
 
         def open_file(index: int) -> tuple[str, Any]:
@@ -375,33 +385,40 @@ class SparkEngine:
             return str(path), pa.OSFile(str(path), "wb")
 
         writer = RollingParquetWriter(schema.sample_arrow_schema(), open_file)
+        errors = 0
         try:
             for batch in batches:
-                writer.write(conform_sample_batch(batch))
+                sample = conform_sample_batch(batch)
+                errors += sample.num_rows - sample.column("error").null_count
+                writer.write(sample)
             writer.close()
         except BaseException:
             writer.abort()
             raise
-        return writer.rows
+        return runlib.RunCounts(writer.rows, errors)
 
     def _append_with_retry(
-        self, frame: DataFrame, properties: dict[str, str]
+        self, frame: DataFrame, properties: dict[str, str], identity: dict[str, str]
     ) -> tuple[RunInfo, bool]:
         run_id = properties[schema.PROP_RUN_ID]
         options = {f"snapshot-property.{key}": value for key, value in properties.items()}
-        for attempt in range(COMMIT_ATTEMPTS):
+        deadline = time.monotonic() + COMMIT_TIMEOUT_S
+        attempt = 0
+        while True:
+            attempt += 1
             existing = self.find_run(run_id)
             if existing is not None:  # another writer committed this run meanwhile
+                runlib.check_identity(existing, **identity)
                 return existing, False
             try:
                 frame.writeTo(self._ident).options(**options).append()
                 break
             except Exception as exc:
-                # Iceberg retries plain conflicts itself; this is the case it gave up on.
-                if "CommitFailedException" not in str(exc) or attempt == COMMIT_ATTEMPTS - 1:
+                # Iceberg's own retries are off (NO_LIBRARY_RETRIES): a conflict lands here.
+                if "CommitFailedException" not in str(exc) or time.monotonic() >= deadline:
                     raise
-                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt + 1)
-                time.sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))
+                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt)
+                time.sleep(random.uniform(0, min(2.0, 0.1 * 2 ** min(attempt, 8))))
         info = self.find_run(run_id)
         if info is None:
             raise MlobsError(f"Spark appended run {run_id} but its snapshot is not in {self.table}")

@@ -68,7 +68,9 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
 
 
 def _latest(engine, version: str):
-    info = engine.latest_run(version)
+    from mlobs.lake.runs import resolve_run  # the one resolver evaluate's baseline uses too
+
+    info = resolve_run(engine, version, required=False)
     if info is None:
         raise ConfigError(f"no evaluation run of version {version!r} in the table: run evaluate first")
     return info
