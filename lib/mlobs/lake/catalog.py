@@ -11,8 +11,10 @@ Property values may hold credentials, so ``repr`` and every message show them ma
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,7 +161,7 @@ class CatalogConfig:
         """Open the pyiceberg catalog; local SQLite / file:// locations are created on demand."""
         from pyiceberg.catalog import load_catalog
 
-        properties = self.resolved_properties()
+        properties = s3_defaults(self.resolved_properties(), os.environ)
         prepare_local(properties)
         try:
             # Always pass the properties: pyiceberg reads .pyiceberg.yaml once, at import time.
@@ -170,6 +172,24 @@ class CatalogConfig:
             raise SourceUnavailable(
                 f"cannot reach catalog {self.name!r}: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
+
+
+def s3_defaults(properties: dict[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """An ``s3://`` warehouse reached the way every AWS client is: the endpoint from
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, R2, a local server) unless ``s3.endpoint``
+    is given, and with an endpoint a region (``AWS_REGION``, else us-east-1), so pyiceberg never
+    asks AWS where a bucket of another service lives. Credentials stay with the AWS SDK's chain
+    (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) unless ``s3.access-key-id`` … are given."""
+    warehouse = str(properties.get("warehouse", ""))
+    if not warehouse.startswith(("s3://", "s3a://")):
+        return properties
+    found = dict(properties)
+    endpoint = (env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "").strip()
+    if endpoint and "s3.endpoint" not in found:
+        found["s3.endpoint"] = endpoint
+    if found.get("s3.endpoint") and "s3.region" not in found and "client.region" not in found:
+        found["s3.region"] = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1").strip()
+    return found
 
 
 def sqlite_path(uri: str) -> Path | None:
