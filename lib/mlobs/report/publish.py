@@ -32,7 +32,15 @@ from pathlib import Path
 from mlobs.errors import ConfigError
 from mlobs.report import data
 from mlobs.report.site import SITE_SCHEMA, build, compare_name, to_json, tree_files
-from mlobs.report.stores import INDEX, MANIFEST, Changes, Snapshot, Store, StoreConflict, StoreUnavailable
+from mlobs.report.stores import (
+    INDEX,
+    MANIFEST,
+    Changes,
+    Snapshot,
+    Store,
+    StoreConflict,
+    StoreUnavailable,
+)
 
 REPORT_JSON = "report.json"
 ATTEMPTS = 10

@@ -14,7 +14,6 @@ from pathlib import Path
 from mlobs.report.stores import MANIFEST, Changes, StoreConflict, StoreRefused, check_path
 
 
-
 class LocalSnapshot:
     def __init__(self, root: Path) -> None:
         self.root = root

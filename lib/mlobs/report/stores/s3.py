@@ -77,7 +77,10 @@ class S3Store:
         self.display = f"s3://{bucket}/{self.prefix}".rstrip("/")
         config = Config(retries={"max_attempts": 5, "mode": "standard"},
                         s3={"addressing_style": "path"} if self.endpoint else {})
-        self.client = boto3.session.Session().client(
+        # Keys from the given environment when it has them, else boto3's own chain (profiles, roles).
+        keys = {name.lower(): env[name] for name in
+                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") if env.get(name)}
+        self.client = boto3.session.Session(**keys).client(
             "s3", endpoint_url=self.endpoint, region_name=region_from(env), config=config)
 
     def key(self, path: str) -> str:
