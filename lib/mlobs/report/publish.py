@@ -160,11 +160,15 @@ def _plan(snapshot: Snapshot, store: Store, versions: list[str], baseline: str |
         elif version in entries:  # published by an mlobs that kept no data: compare pages only
             docs[version], status[version] = new, "legacy"
         else:
-            if published is not None and published != data_bytes(new) and not force:
+            if published is not None and published != data_bytes(new):
                 # Files without a manifest entry: another job is publishing this version now, or
-                # one was interrupted. Wait for its manifest (retry) rather than mix the two.
-                raise StoreConflict(f"{store.display}/{version}/ exists but is not in {MANIFEST} yet")
-            docs[version], status[version] = new, "new"
+                # one was interrupted. Wait for its manifest (retry) rather than mix the two —
+                # unless forced, which replaces what the interrupted publish left.
+                if not force:
+                    raise StoreConflict(f"{store.display}/{version}/ exists but is not in {MANIFEST} yet")
+                docs[version], status[version] = new, "forced"
+            else:
+                docs[version], status[version] = new, "new"
 
     pairs: list[tuple[str, str]] = []
     for version in versions:
