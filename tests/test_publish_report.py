@@ -214,3 +214,26 @@ def test_worst_samples_are_the_most_confident_mistakes_then_errors(engine):
     got = data.worst_samples(engine, info, k=len(wrong) - 3)
     assert [r["sample_id"] for r in got] == [r["sample_id"] for r in wrong[: len(wrong) - 3]]
     assert got[-1]["error"] is not None  # the errors rank after every confident mistake
+
+
+def test_a_site_published_before_pages_kept_their_data(workspace, engine):
+    """Sites from earlier releases have no <version>/report.json: a published version is verified
+    by its pages, and a published baseline is compared through its pinned run in the table."""
+    v1 = lakegen.write(engine, "v1", accuracy=0.9, seed=1)
+    assert publish(workspace, "--versions=v1").exit_code == 0
+    site = workspace / "public"
+    (site / "v1" / "report.json").unlink()
+    before = digest(site)
+    assert publish(workspace, "--versions=v1").exit_code == 0  # same run, same pages: verified
+    assert digest(site) == before
+
+    lakegen.write(engine, "v1", accuracy=0.5, seed=9, run_id="rerun-v1", when=datetime(2026, 11, 26, tzinfo=UTC))
+    v2 = lakegen.write(engine, "v2", accuracy=0.7, seed=2, when=datetime(2026, 11, 27, tzinfo=UTC))
+    result = publish(workspace, "--versions=v2", "--baseline-version=v1")
+    assert result.exit_code == 0, result.output
+    pinned = from_aggregate(engine.aggregate(v1).to_pylist()).overall.accuracy
+    mine = from_aggregate(engine.aggregate(v2).to_pylist()).overall.accuracy
+    accuracy_row = next(r for r in tables(site / "compare" / "v1...v2" / "index.html")[0] if r[0] == "accuracy")
+    assert accuracy_row[1:3] == [f"{pinned:.3f}", f"{mine:.3f}"]
+    refused = publish(workspace, "--versions=v1")  # its newest run gives other pages: refused
+    assert refused.exit_code == 2 and "immutable" in refused.stderr

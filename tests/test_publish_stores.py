@@ -313,10 +313,59 @@ def test_a_store_holding_something_else_is_refused(case, runner, engine):
         (case.report_dir / MANIFEST).unlink()
     elif case.kind == "s3":
         case.s3.client().delete_object(Bucket=case.bucket, Key=f"reports/models/{MANIFEST}")
-    else:
-        pytest.skip("a git commit always carries the manifest here; covered by local and s3")
+    else:  # someone's own gh-pages site: a branch with an index.html and no manifest
+        work = case.tmp / "their-site"
+        work.mkdir()
+        git = ["git", "-C", str(work), "-c", "user.name=them", "-c", "user.email=them@example.com"]
+        subprocess.run([*git, "init", "-q"], check=True)
+        (work / "index.html").write_text("<h1>our docs</h1>\n")
+        subprocess.run([*git, "add", "index.html"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "docs"], check=True)
+        subprocess.run([*git, "push", "-q", "--force", case.repo.as_uri(), "HEAD:refs/heads/gh-pages"],
+                       check=True)
     before = case.dump()
     lakegen.write(engine, "v1", accuracy=0.9)
     result = runner("--versions=v1")
     assert result.exit_code == 2 and "not an mlobs report" in result.stderr
     assert case.dump() == before
+
+
+def test_an_interrupted_publish_is_resumed_waited_for_or_forced(case, engine):
+    info = lakegen.write(engine, "v1", accuracy=0.9)
+    sources = publish.Sources(lambda v: data.version_document(engine, engine.latest_run(v)),
+                              lambda v, run_id: None)
+    empty = (json.dumps({"schema": "mlobs.site/1", "versions": []}) + "\n").encode()
+    store = case.store()
+    try:
+        # A job died after writing v1's files, before its manifest entry: the same data resumes.
+        publish.publish(store, ["v1"], None, sources)
+        store.commit(store.open(), Changes(manifest=empty))
+        resumed = publish.publish(store, ["v1"], None, sources)
+        assert resumed.attempts == 1 and resumed.written == ["v1"]
+        assert manifest(case.dump())["v1"]["run_id"] == info.run_id
+
+        # Files of another run of v1 and no manifest entry: another job is publishing it, or died.
+        other = dict(data.version_document(engine, info), headline={"accuracy": 0.5})
+        store.commit(store.open(), Changes(manifest=empty))
+        case_files = case.dump()
+        if case.kind == "local":
+            (case.report_dir / "v1" / "report.json").write_bytes(publish.data_bytes(other))
+        elif case.kind == "s3":
+            case.s3.client().put_object(Bucket=case.bucket, Key="reports/models/v1/report.json",
+                                        Body=publish.data_bytes(other))
+        else:
+            store.commit(store.open(), Changes(replace={"v1/report.json": publish.data_bytes(other)},
+                                               manifest=empty))
+        before = case.dump()
+        assert before != case_files
+        with pytest.raises(publish.StoreUnavailable) as failure:
+            publish.publish(store, ["v1"], None, sources, attempts=2)
+        assert "interrupted" in str(failure.value)
+        assert case.dump() == before
+        forced = publish.publish(store, ["v1"], None, sources, force=True)
+        assert forced.forced == ["v1"]
+        after = case.dump()
+        assert json.loads(after["v1/report.json"])["headline"] == data.version_document(engine, info)["headline"]
+        assert set(manifest(after)) == {"v1"}
+    finally:
+        store.close()

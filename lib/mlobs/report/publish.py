@@ -91,11 +91,11 @@ def publish(store: Store, versions: list[str], baseline: str | None, sources: So
     last: StoreConflict | None = None
     for attempt in range(1, attempts + 1):
         snapshot = store.open()
-        with tempfile.TemporaryDirectory(prefix="mlobs-site-") as tmp:
-            changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp))
-        if before_commit is not None:
-            before_commit(attempt)
         try:
+            with tempfile.TemporaryDirectory(prefix="mlobs-site-") as tmp:
+                changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp))
+            if before_commit is not None:
+                before_commit(attempt)
             store.commit(snapshot, changes)
         except StoreConflict as exc:
             last = exc
