@@ -46,11 +46,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MLOBS_HUGO_DIR=/opt/mlobs-src/hugo
 
 # git pushes reports for publish-to gh-pages / git+<url>; a base that has it (scripts/build-image
-# puts it in its debootstrap base) skips the download.
+# puts it in its debootstrap base, trimmed the same way) skips the download. git runs only C
+# builtins and its https helper: its Perl library (perl-base stays), servers and helpers go.
 # hadolint ignore=DL3008
 RUN command -v git >/dev/null || { apt-get update \
     && apt-get install -y --no-install-recommends git \
-    && rm -rf /var/lib/apt/lists/*; }
+    && rm -rf /var/lib/apt/lists/* \
+    && rm -rf /usr/share/perl/5.* /usr/lib/*/perl/5.* /usr/lib/*/libperl.so* /usr/share/doc/git \
+        /usr/lib/git-core/git-daemon /usr/lib/git-core/git-http-backend /usr/lib/git-core/git-http-push \
+        /usr/lib/git-core/git-http-fetch /usr/lib/git-core/git-imap-send /usr/lib/git-core/git-shell \
+        /usr/lib/git-core/scalar /usr/bin/scalar /usr/bin/git-shell; }
 
 COPY --from=build /opt/mlobs /opt/mlobs
 COPY entrypoint.py /opt/mlobs-src/
