@@ -271,10 +271,12 @@ def test_two_jobs_publishing_at_the_same_time_both_land(case, runner, engine, tm
         workspace, args = runner.args(f"--versions={version}", "--baseline-version=v1")
         procs.append((workspace, subprocess.Popen([str(BIN / "mlobs"), "publish-report", *args], env=env,
                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    attempts = []
     for workspace, proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-        assert json.loads((workspace / ".mlobs" / "publish-results.json").read_text())["attempts"] >= 1
+        attempts.append(json.loads((workspace / ".mlobs" / "publish-results.json").read_text())["attempts"])
+    print(f"{case.kind}: attempts {attempts}")  # > 1 where the two commits raced
     after = case.dump()
     unchanged(before, after)
     assert index_versions(after, tmp_path) == ["v1", "v2", "v3"]
