@@ -166,3 +166,13 @@ def test_publish_to_forms():
     assert strip_userinfo("https://u:p@h:8443/x?y#z") == "https://h:8443/x?y#z"
     with pytest.raises(ConfigError):
         parse_target("gh-pages", Path("p"), {})
+
+
+def test_gh_pages_without_a_token_is_refused_before_anything(tmp_path, served, lake):
+    server, repo = served
+    proc, outputs, _ = run_action(tmp_path, server.url, lake, "")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mlobs: error: publish-to: gh-pages pushes with github-token: pass the job's token (the "
+        "default) and grant the job `permissions: contents: write`"]
+    assert server.requests == [] and git_log(repo, "gh-pages") == []

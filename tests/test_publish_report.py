@@ -237,3 +237,28 @@ def test_a_site_published_before_pages_kept_their_data(workspace, engine):
     assert accuracy_row[1:3] == [f"{pinned:.3f}", f"{mine:.3f}"]
     refused = publish(workspace, "--versions=v1")  # its newest run gives other pages: refused
     assert refused.exit_code == 2 and "immutable" in refused.stderr
+
+
+def test_a_page_built_by_an_older_layout_is_kept_as_published(workspace, engine, tmp_path, monkeypatch):
+    import shutil
+
+    lakegen.write(engine, "v1", accuracy=0.9)
+    assert publish(workspace, "--versions=v1").exit_code == 0
+    before = digest(workspace / "public")
+    newer = tmp_path / "hugo"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "hugo", newer)
+    base = newer / "layouts" / "_default" / "baseof.html"
+    base.write_text(base.read_text().replace("this page never changes once published",
+                                             "a newer layout of this footer"))
+    monkeypatch.setenv("MLOBS_HUGO_DIR", str(newer))
+    again = publish(workspace, "--versions=v1")  # same data, other bytes: the published page stands
+    assert again.exit_code == 0, again.output
+    results = json.loads((workspace / ".mlobs" / "publish-results.json").read_text())
+    assert results["kept"] == ["v1"] and results["verified"] == [] and results["written"] == []
+    after = digest(workspace / "public")
+    assert {k: v for k, v in after.items() if k.startswith("v1/")} == \
+        {k: v for k, v in before.items() if k.startswith("v1/")}
+    lakegen.write(engine, "v2", accuracy=0.8, seed=2, when=datetime(2026, 11, 25, tzinfo=UTC))
+    assert publish(workspace, "--versions=v2").exit_code == 0
+    assert "a newer layout" in (workspace / "public" / "v2" / "index.html").read_text()
+    assert "a newer layout" not in (workspace / "public" / "v1" / "index.html").read_text()

@@ -371,3 +371,26 @@ def test_an_interrupted_publish_is_resumed_waited_for_or_forced(case, engine):
         assert set(manifest(after)) == {"v1"}
     finally:
         store.close()
+
+
+def test_s3_index_never_goes_back_to_an_older_manifest(s3, monkeypatch):
+    """S3 has no multi-object commit: the index follows the manifest with its own If-Match chain,
+    and a job whose manifest was superseded before it wrote the index leaves the newer one."""
+    from mlobs.report.stores.s3 import S3Store
+
+    bucket = s3.bucket(f"site-{uuid.uuid4().hex[:12]}")
+    first, second = S3Store(bucket, "p", env=s3.env), S3Store(bucket, "p", env=s3.env)
+    original = S3Store._write_index
+    calls = []
+
+    def late_index(self, body, etag):
+        if self is first and not calls:  # job B commits between A's manifest and A's index
+            calls.append("B")
+            second.commit(second.open(), Changes(site={"index.html": b"B\n"}, manifest=b"manifest B\n"))
+        return original(self, body, etag)
+
+    monkeypatch.setattr(S3Store, "_write_index", late_index)
+    first.commit(first.open(), Changes(site={"index.html": b"A\n"}, manifest=b"manifest A\n"))
+    stored = s3.dump(bucket, "p/")
+    assert calls == ["B"]
+    assert stored == {"index.html": b"B\n", "versions.json": b"manifest B\n"}

@@ -32,6 +32,9 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     slo_path = str(params.get("slo_results") or "").strip()
     slo = data.load_slo_results(resolve(common.working_directory, slo_path) if slo_path else None)
     target = parse_target(_text(params.get("publish_to")), out_dir, env)
+    if target.kind == "gh-pages" and not common.github_token:
+        raise ConfigError("publish-to: gh-pages pushes with github-token: pass the job's token "
+                          "(the default) and grant the job `permissions: contents: write`")
     report_url = _text(params.get("report_url")) or (pages_url(env) if target.kind == "gh-pages" else None)
 
     catalog = CatalogConfig.parse(_text(params.get("catalog")), _text(params.get("table")) or "mlobs.predictions",
