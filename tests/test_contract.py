@@ -56,7 +56,7 @@ def test_every_input_has_a_description_and_outputs_are_declared():
     for name, spec in ACTION["inputs"].items():
         assert spec.get("description"), name
     assert set(ACTION["outputs"]) == {"result", "summary-json", "report-path", "run-id",
-                                      "snapshot-id", "violations"}
+                                      "snapshot-id", "violations", "report-url"}
     assert ACTION["runs"]["using"] == "docker"
     for mode in modes.ALL:
         assert f"`{mode}`" in ACTION["inputs"]["mode"]["description"]

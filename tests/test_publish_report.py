@@ -147,7 +147,8 @@ def test_builds_are_reproducible(workspace, engine):
         result = publish(workspace, "--versions=v1,v2", "--baseline-version=v1", f"--report-dir={folder}")
         assert result.exit_code == 0, result.output
     one, two = digest(workspace / "one"), digest(workspace / "two")
-    assert one == two and len(one) == 5  # 3 pages, the index and the manifest
+    # 3 pages, the data of the 2 version pages, the index and the manifest
+    assert one == two and len(one) == 7
 
 
 def test_published_versions_are_immutable(workspace, engine):
@@ -213,3 +214,51 @@ def test_worst_samples_are_the_most_confident_mistakes_then_errors(engine):
     got = data.worst_samples(engine, info, k=len(wrong) - 3)
     assert [r["sample_id"] for r in got] == [r["sample_id"] for r in wrong[: len(wrong) - 3]]
     assert got[-1]["error"] is not None  # the errors rank after every confident mistake
+
+
+def test_a_site_published_before_pages_kept_their_data(workspace, engine):
+    """Sites from earlier releases have no <version>/report.json: a published version is verified
+    by its pages, and a published baseline is compared through its pinned run in the table."""
+    v1 = lakegen.write(engine, "v1", accuracy=0.9, seed=1)
+    assert publish(workspace, "--versions=v1").exit_code == 0
+    site = workspace / "public"
+    (site / "v1" / "report.json").unlink()
+    before = digest(site)
+    assert publish(workspace, "--versions=v1").exit_code == 0  # same run, same pages: verified
+    assert digest(site) == before
+
+    lakegen.write(engine, "v1", accuracy=0.5, seed=9, run_id="rerun-v1", when=datetime(2026, 11, 26, tzinfo=UTC))
+    v2 = lakegen.write(engine, "v2", accuracy=0.7, seed=2, when=datetime(2026, 11, 27, tzinfo=UTC))
+    result = publish(workspace, "--versions=v2", "--baseline-version=v1")
+    assert result.exit_code == 0, result.output
+    pinned = from_aggregate(engine.aggregate(v1).to_pylist()).overall.accuracy
+    mine = from_aggregate(engine.aggregate(v2).to_pylist()).overall.accuracy
+    accuracy_row = next(r for r in tables(site / "compare" / "v1...v2" / "index.html")[0] if r[0] == "accuracy")
+    assert accuracy_row[1:3] == [f"{pinned:.3f}", f"{mine:.3f}"]
+    refused = publish(workspace, "--versions=v1")  # its newest run gives other pages: refused
+    assert refused.exit_code == 2 and "immutable" in refused.stderr
+
+
+def test_a_page_built_by_an_older_layout_is_kept_as_published(workspace, engine, tmp_path, monkeypatch):
+    import shutil
+
+    lakegen.write(engine, "v1", accuracy=0.9)
+    assert publish(workspace, "--versions=v1").exit_code == 0
+    before = digest(workspace / "public")
+    newer = tmp_path / "hugo"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "hugo", newer)
+    base = newer / "layouts" / "_default" / "baseof.html"
+    base.write_text(base.read_text().replace("this page never changes once published",
+                                             "a newer layout of this footer"))
+    monkeypatch.setenv("MLOBS_HUGO_DIR", str(newer))
+    again = publish(workspace, "--versions=v1")  # same data, other bytes: the published page stands
+    assert again.exit_code == 0, again.output
+    results = json.loads((workspace / ".mlobs" / "publish-results.json").read_text())
+    assert results["kept"] == ["v1"] and results["verified"] == [] and results["written"] == []
+    after = digest(workspace / "public")
+    assert {k: v for k, v in after.items() if k.startswith("v1/")} == \
+        {k: v for k, v in before.items() if k.startswith("v1/")}
+    lakegen.write(engine, "v2", accuracy=0.8, seed=2, when=datetime(2026, 11, 25, tzinfo=UTC))
+    assert publish(workspace, "--versions=v2").exit_code == 0
+    assert "a newer layout" in (workspace / "public" / "v2" / "index.html").read_text()
+    assert "a newer layout" not in (workspace / "public" / "v1" / "index.html").read_text()

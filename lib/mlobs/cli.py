@@ -124,6 +124,10 @@ REPORT_OPTIONS = [
     opt("slo-results", "slo-validate's results JSON for the same version, shown on its page."),
     flag("force", "Replace a published version whose pages would differ (they are immutable "
          "otherwise).", False),
+    opt("publish-to", "Where the site lives for good: gh-pages (this repository's branch, pushed "
+        "with github-token), git+<url>#<branch>, or s3://bucket/prefix; empty: report-dir only."),
+    opt("s3-endpoint-url", "S3-compatible endpoint for publish-to s3://… (MinIO, R2); default "
+        "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS."),
 ]
 
 

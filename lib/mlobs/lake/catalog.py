@@ -11,10 +11,12 @@ Property values may hold credentials, so ``repr`` and every message show them ma
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,7 +167,7 @@ class CatalogConfig:
         """Open the pyiceberg catalog; local SQLite / file:// locations are created on demand."""
         from pyiceberg.catalog import load_catalog
 
-        properties = self.resolved_properties()
+        properties = s3_defaults(self.resolved_properties(), os.environ)
         prepare_local(properties)
         local = sqlite_path(str(properties.get("uri", ""))) is not None
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
@@ -183,6 +185,24 @@ class CatalogConfig:
                     f"cannot reach catalog {self.name!r}: {type(exc).__name__}: {_first_line(exc)}"
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def s3_defaults(properties: dict[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """An ``s3://`` warehouse reached the way every AWS client is: the endpoint from
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, R2, a local server) unless ``s3.endpoint``
+    is given, and with an endpoint a region (``AWS_REGION``, else us-east-1), so pyiceberg never
+    asks AWS where a bucket of another service lives. Credentials stay with the AWS SDK's chain
+    (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) unless ``s3.access-key-id`` … are given."""
+    warehouse = str(properties.get("warehouse", ""))
+    if not warehouse.startswith(("s3://", "s3a://")):
+        return properties
+    found = dict(properties)
+    endpoint = (env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "").strip()
+    if endpoint and "s3.endpoint" not in found:
+        found["s3.endpoint"] = endpoint
+    if found.get("s3.endpoint") and "s3.region" not in found and "client.region" not in found:
+        found["s3.region"] = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1").strip()
+    return found
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -13,11 +13,15 @@ RESULTS_JSON = "publish-results.json"
 
 
 def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
+    import os
+
     from mlobs.lake.catalog import CatalogConfig
     from mlobs.lake.engine import open_engine
-    from mlobs.report import data, render
-    from mlobs.report.site import Site, validate_version
+    from mlobs.report import data, publish, render
+    from mlobs.report.site import validate_version
+    from mlobs.report.stores import open_store, parse_target
 
+    env = os.environ if env is None else env
     versions = [v.strip() for v in str(params.get("versions") or "").split(",") if v.strip()]
     versions = versions or ([common.model_version] if common.model_version else [])
     if not versions:
@@ -27,59 +31,89 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     out_dir = resolve(common.working_directory, str(params.get("report_dir") or "public"))
     slo_path = str(params.get("slo_results") or "").strip()
     slo = data.load_slo_results(resolve(common.working_directory, slo_path) if slo_path else None)
-    site = Site(out_dir)
-    published_before = {e["version"] for e in site.manifest()}
+    target = parse_target(_text(params.get("publish_to")), out_dir, env)
+    if target.kind == "gh-pages" and not common.github_token:
+        raise ConfigError("publish-to: gh-pages pushes with github-token: pass the job's token "
+                          "(the default) and grant the job `permissions: contents: write`")
+    report_url = _text(params.get("report_url")) or (pages_url(env) if target.kind == "gh-pages" else None)
 
     catalog = CatalogConfig.parse(_text(params.get("catalog")), _text(params.get("table")) or "mlobs.predictions",
                                   common.output_dir / "lake")
     engine = open_engine(_text(params.get("engine")) or "pyiceberg", catalog,
                          _text(params.get("spark_master")) or "local[*]")
+    store = None
     try:
-        docs = {v: data.version_document(engine, _latest(engine, v), slo=_slo_for(slo, v, versions))
-                for v in versions}
-        # Compare with the baseline, or else with the version published just before.
-        pairs = []
-        for v in versions:
-            other = baseline or _previous(site.manifest(), v, docs)
-            if other and other != v:
-                pairs.append((other, v))
-        for other, _ in pairs:
-            if other not in docs:
-                docs[other] = data.version_document(engine, _latest(engine, other))
+        def newest(version: str) -> dict:
+            doc_slo = _slo_for(slo, version, versions) if version in versions else None
+            return data.version_document(engine, _latest(engine, version), slo=doc_slo)
+
+        def pinned(version: str, run_id: str) -> dict | None:
+            info = engine.find_run(run_id)
+            return data.version_document(engine, info) if info is not None else None
+
+        store = open_store(target, token=common.github_token, endpoint=_text(params.get("s3_endpoint_url")),
+                           env=env)
+        result = publish.publish(store, versions, baseline, publish.Sources(newest, pinned),
+                                 force=bool(params.get("force")))
     finally:
         engine.close()
-    # A baseline that is not published yet gets its page too, so the comparison's links work.
-    to_publish = [docs[v] for v in docs if v in versions or v not in published_before]
-    comparisons = [data.compare_documents(docs[a], docs[b]) for a, b in pairs]
-    result = site.publish(to_publish, comparisons, force=bool(params.get("force")))
+        if store is not None:
+            store.close()
+    if target.kind != "local":  # a local copy of what this run published, for artifacts and links
+        _write_copy(out_dir, result.files)
 
-    report_url = _text(params.get("report_url"))
-    summary = {"schema": "mlobs.publish-results/1", "report_dir": str(out_dir),
-               "written": result.written, "verified": result.verified,
-               "comparisons": result.comparisons, "report_url": report_url,
-               "headline": {v: docs[v]["headline"] for v in versions}}
+    base = (report_url or "").rstrip("/")
+    page_url = f"{base}/{versions[0]}/index.html" if base else ""
+    summary = {"schema": "mlobs.publish-results/1", "report_dir": str(out_dir), "store": result.store,
+               "written": result.written, "verified": result.verified, "kept": result.kept,
+               "forced": result.forced, "comparisons": result.comparisons, "attempts": result.attempts,
+               "pinned_runs": {v: result.pinned[v] for v in result.docs if v in result.pinned},
+               "report_url": page_url or None, "site_url": f"{base}/index.html" if base else None,
+               "headline": {v: result.docs[v]["headline"] for v in versions}}
     from mlobs.redact import write_text
 
     path = write_text(common.output_dir / RESULTS_JSON,
                       json.dumps(summary, indent=2, sort_keys=True) + "\n", common.redactor)
-    report = render.render(versions, docs, pairs, result, report_url, common.comment_key)
-    report.outputs = {"report-path": str(out_dir), "summary-json": str(path), "violations": "0"}
+    report = render.render(versions, result.docs, result.pairs, result, report_url, common.comment_key)
+    report.outputs = {"report-path": str(out_dir), "summary-json": str(path), "violations": "0",
+                      "report-url": page_url}
     return report
 
 
+def pages_url(env: Mapping[str, str]) -> str | None:
+    """GitHub Pages' address of this repository's site: https://<owner>.github.io/<repo>/, the
+    user/organisation site https://<owner>.github.io/ for a repository named <owner>.github.io,
+    and https://pages.<host>/<owner>/<repo>/ on GitHub Enterprise Server (subdomain isolation).
+    A custom domain cannot be known from here: pass report-url."""
+    from urllib.parse import urlsplit
+
+    repository = env.get("GITHUB_REPOSITORY", "")
+    if "/" not in repository:
+        return None
+    owner, repo = repository.split("/", 1)
+    server = urlsplit(env.get("GITHUB_SERVER_URL") or "https://github.com")
+    if server.hostname in (None, "github.com", "www.github.com"):
+        site = f"{owner.lower()}.github.io"
+        return f"https://{site}/" if repo.lower() == site else f"https://{site}/{repo}/"
+    return f"{server.scheme or 'https'}://pages.{server.hostname}/{owner}/{repo}/"
+
+
+def _write_copy(out_dir, files: dict[str, bytes]) -> None:
+    for rel, body in files.items():
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+
+
 def _latest(engine, version: str):
-    from mlobs.lake.runs import resolve_run  # the one resolver evaluate's baseline uses too
+    """The run a version's page is built from when it is first published (published versions are
+    pinned to that run: see mlobs.report.publish). The one resolver evaluate's baseline uses too."""
+    from mlobs.lake.runs import resolve_run
 
     info = resolve_run(engine, version, required=False)
     if info is None:
         raise ConfigError(f"no evaluation run of version {version!r} in the table: run evaluate first")
     return info
-
-
-def _previous(manifest: list[dict], version: str, docs: dict) -> str | None:
-    committed = docs[version]["run"]["committed_at"]
-    earlier = [e for e in manifest if e["version"] != version and e["committed_at"] <= committed]
-    return earlier[-1]["version"] if earlier else None
 
 
 def _slo_for(slo: dict | None, version: str, versions: list[str]) -> dict | None:

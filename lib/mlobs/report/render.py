@@ -15,6 +15,7 @@ def _num(value) -> str:
 
 
 def render(versions, docs, pairs, published, report_url: str | None, key: str = "") -> Report:
+    """``docs`` are the documents the pages were built from: a published version's pinned data."""
     base = (report_url or "").rstrip("/")
 
     def link(text: str, path: str) -> str:
@@ -39,11 +40,21 @@ def render(versions, docs, pairs, published, report_url: str | None, key: str = 
     state = []
     if published.written:
         state.append("published " + ", ".join(md.code(v) for v in published.written))
+    if published.forced:
+        state.append("replaced (force) " + ", ".join(md.code(v) for v in published.forced))
     if published.verified:
         state.append("already published and byte-identical: " + ", ".join(md.code(v) for v in published.verified))
-    head = f"**{Verdict.PASS.icon}** — {'; '.join(state) or 'nothing new'}. Deltas are against the compared version."
-    where = (f"Site: {md.url(f'{base}/index.html')}" if base
-             else f"Site folder: {md.code(str(published.out_dir))}")
+    if published.kept:
+        state.append("already published with the same data, pages kept as first built: "
+                     + ", ".join(md.code(v) for v in published.kept))
+    head = f"**{Verdict.PASS.icon}** — {'; '.join(state) or 'nothing new'}."
+    pinned = [a for a, _ in pairs if a in published.pinned and a not in versions]
+    note = "Deltas are against the compared version"
+    if pinned:
+        note += ", as published (" + ", ".join(
+            f"{md.code(a)} from run {md.code(published.pinned[a])}" for a in dict.fromkeys(pinned)) + ")"
+    where = (f"Site: {md.url(f'{base}/index.html')}" if base else f"Site: {md.code(published.store)}")
+    head = f"{head} {note}."
     body = f"{head}\n\n{table}\n\n{where}\n"
     title = f"{modes.TITLES[modes.PUBLISH_REPORT]}: {', '.join(versions)}"
     return Report(mode=modes.PUBLISH_REPORT, verdict=Verdict.PASS, title=title,
