@@ -58,7 +58,8 @@ def issue_title(thread: sticky.Thread) -> str:
     """Plain text, within GitHub's 256 characters; set once (people may retitle it)."""
     where = f" in {thread.environment}" if thread.environment else ""
     key = f" ({thread.key})" if thread.key else ""
-    return md.clip(f"mlobs {thread.mode}{key} failing{where}", md.TITLE_LIMIT)
+    title = f"mlobs {thread.mode}{key} failing{where}".replace("@", md.MENTION_BREAK)
+    return md.clip(title, md.TITLE_LIMIT)
 
 
 class AlertIssues:
@@ -176,12 +177,12 @@ class AlertIssues:
                 "<sub>Opened by ml-observability-action (`alert-issue`): updated while failing, "
                 "closed when the verdict passes again. Closing it by hand mutes it for the running "
                 "commit.</sub>\n")
-        return md.fit(text, md.COMMENT_LIMIT, md.utf16_size)
+        return self.clean(md.fit(text, md.COMMENT_LIMIT, md.utf16_size))
 
 
 def recovery_comment(thread: sticky.Thread, state: sticky.State, context: AlertContext,
                      since: datetime | None) -> str:
-    where = f" in {md.code(thread.environment)}" if thread.environment else ""
+    where = f" in {md.code(thread.environment, table=False)}" if thread.environment else ""
     run = f" ([workflow run]({md.url(context.run_url)}))" if context.run_url else ""
     failing = f", after failing since {sticky.human_time(since)}" if since else ""
     return (f"✅ **Recovered**{where}: {md.text(md.clip(context.title, md.TITLE_LIMIT))} — passes "

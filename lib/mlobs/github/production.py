@@ -36,7 +36,7 @@ def production_line(repo: Repository, environment: str, viewer: str | None, serv
     from github import GithubException
 
     now = now or datetime.now(UTC)
-    head = f"**Running in {md.code(environment)}:**"
+    head = f"**Running in {md.code(environment, table=False)}:**"
     base = f"{server_url}/{repository}"
     try:
         deployment = latest_successful_deployment(repo, environment)

@@ -143,13 +143,17 @@ class Reporter:
             self.actions.echo(
                 f"dry-run: rendered comment, check run and summary to {self.settings.dry_run_dir}"
             )
+            if self.target.needs_deployment:
+                self.actions.echo(f"dry-run: the commit running in {self.target.environment!r} is "
+                                  "looked up only when sending (the Deployments API).")
             return published
 
         api = self._api_usable() and self._resolve_target(published)
         published.sha = self.target.sha
         published.pull_request = self.target.pr_number
         published.deployment_id = self.target.deployment.id if self.target.deployment else None
-        self._lines = [line for line in (self._target_line(), published.production_line) if line]
+        self._lines = [self.actions.redactor.text(line)
+                       for line in (self._target_line(), published.production_line) if line]
         self.publish_summary(report)
         in_repo = [a for a in report.annotations if a.path]
         if api:
@@ -210,7 +214,8 @@ class Reporter:
                     f"no comment, check run or alert issue is posted — {hint}. The results are in "
                     "the job summary and annotations.")
                 return False
-        if self.target.lookup_pull and self.settings.comment_mode is not CommentMode.OFF:
+        if self.target.lookup_pull and (self.settings.comment_mode is not CommentMode.OFF
+                                        or self.settings.alert_issue):
             try:
                 self.target = targets.with_pull(self.target, repo)
             except (GithubException, OSError) as exc:
@@ -281,7 +286,7 @@ class Reporter:
         if self._pull_refused is not None:
             raise self._pull_refused
         repo = self._repo()
-        body = self.comment_markdown(report)
+        body = self.actions.redactor.text(self.comment_markdown(report))
         sticky_mode = self.settings.comment_mode is CommentMode.STICKY
         thread = self._thread(report)
         owner = self._identity() if sticky_mode else None
@@ -382,7 +387,7 @@ class Reporter:
     def check_run_requests(self, report: Report) -> list[dict]:
         """The create request and its follow-up updates, each with at most 50 annotations, every
         field within GitHub's limits."""
-        where = ", ".join(part for part in (self.target.environment, report.key) if part)
+        where = ", ".join(part for part in (self._environment(), report.key) if part)
         name = md.clip(f"mlobs {report.mode}" + (f" ({where})" if where else ""), md.TITLE_LIMIT)
         summary = self._target_line() + ("\n" if self._target_line() else "") + report.summary
         output_base = {
@@ -417,7 +422,11 @@ class Reporter:
 
     def _thread(self, report: Report) -> sticky.Thread:
         """One sticky comment per mode, comment-key and environment reported on."""
-        return sticky.Thread(report.mode, report.key, self.target.environment)
+        return sticky.Thread(report.mode, report.key, self._environment())
+
+    def _environment(self) -> str:
+        """The environment as surfaces show it (and markers key it): redacted like the rest."""
+        return self.actions.redactor.text(self.target.environment) if self.target.environment else ""
 
     def _run_state(self, report: Report) -> sticky.State:
         """The verdict this run records (one time for the comment and the alert issue)."""
@@ -428,10 +437,11 @@ class Reporter:
         return self._state
 
     def _target_line(self) -> str:
-        return targets.describe(self.target, self.context.server_url, self.context.repository)
+        return self.actions.redactor.text(
+            targets.describe(self.target, self.context.server_url, self.context.repository))
 
     def _where(self) -> str:
-        return f"in {md.code(self.target.environment)}" if self.target.environment else ""
+        return f"in {md.code(self._environment(), table=False)}" if self.target.environment else ""
 
     # ---- API plumbing --------------------------------------------------------------------
 

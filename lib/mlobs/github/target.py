@@ -186,7 +186,7 @@ def describe(target: Target, server_url: str, repository: str | None) -> str:
     base = f"{server_url}/{repository}" if repository else ""
     commit = f"[`{target.sha[:12]}`]({md.url(f'{base}/commit/{target.sha}')})" if base else \
         f"`{target.sha[:12]}`"
-    env = md.code(target.environment)
+    env = md.code(target.environment, table=False)
     if target.deployment is not None:
         dep = target.deployment
         since = f", live since {human_time(dep.live_since)}" if dep.live_since else ""
