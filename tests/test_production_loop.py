@@ -354,10 +354,26 @@ def test_a_person_closing_the_alert_mutes_it_for_that_commit(loop, gha_env, stre
     muted = publish(scheduled_env(gha_env, tmp_path, "5002"), stream, Verdict.FAIL, alert_issue=True)
     assert muted.alert.action == "muted" and len(alert_issues(loop)) == 1
 
+    # it passes, then fails again on the same commit: a new incident, a new alert
+    publish(scheduled_env(gha_env, tmp_path, "5003"), stream, Verdict.PASS, alert_issue=True)
+    again = publish(scheduled_env(gha_env, tmp_path, "5004"), stream, Verdict.FAIL, alert_issue=True)
+    assert again.alert.action == "opened" and len(alert_issues(loop)) == 2
+    again_issue = loop.state.issues[again.alert.number]
+    again_issue["state"], again_issue["updated_at"] = "closed", "2025-08-01T00:00:00Z"
+
     # another commit goes live and fails: a new alert
     loop.add_deployment("4" * 40, "production", "2025-06-02T00:00:00Z", [("success", "2025-06-02T00:05:00Z")])
-    fresh = publish(scheduled_env(gha_env, tmp_path, "5003"), stream, Verdict.FAIL, alert_issue=True)
-    assert fresh.alert.action == "opened" and len(alert_issues(loop)) == 2
+    fresh = publish(scheduled_env(gha_env, tmp_path, "5005"), stream, Verdict.FAIL, alert_issue=True)
+    assert fresh.alert.action == "opened" and len(alert_issues(loop)) == 3
+
+
+def test_a_refused_alert_issue_names_its_permission_and_keeps_the_rest(loop, gha_env, stream, tmp_path):
+    loop.refuse("POST", r"/issues$", 403)
+    published = publish(scheduled_env(gha_env, tmp_path), stream, Verdict.FAIL, alert_issue=True)
+    assert published.alert is None and published.refused == [
+        "alert issue: HTTP 403: Resource not accessible by integration"]
+    assert "grant `permissions: issues: write`" in stream.getvalue()
+    assert published.comment_action == "created" and published.check_run_id is not None
 
 
 def test_alerts_need_the_tokens_identity_and_never_run_on_pull_requests(loop, gha_env, stream, tmp_path):

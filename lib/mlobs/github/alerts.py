@@ -12,7 +12,8 @@ own account (:mod:`mlobs.github.sticky` writes and parses the marker) — never 
 people edit. Only *open* issues with the label are listed, so the search stays one short request
 however many runs and past incidents there were. If two are open (two runs raced), the newer is
 closed as a duplicate of the older. A person who closes it while it still fails mutes it for that
-running commit: no new issue until the verdict has passed again or another commit is running.
+running commit: no new issue until another commit is running, or the sticky comment has shown
+another verdict in between (a new incident).
 """
 
 from __future__ import annotations

@@ -253,7 +253,7 @@ class Reporter:
         published.refused.append(f"{what}: {reason}")
         if not self._said_refused:
             self._said_refused = True
-            self.actions.warning(f"Could not post the {what} ({reason}). {_refusal_hint(status)}")
+            self.actions.warning(f"Could not post the {what} ({reason}). {_refusal_hint(status, what)}")
         return None
 
     # ---- surfaces ------------------------------------------------------------------------
@@ -517,12 +517,14 @@ def _api_reason(exc) -> str:
     return api_reason(exc)
 
 
-def _refusal_hint(status: int | None) -> str:
+def _refusal_hint(status: int | None, what: str = "") -> str:
     """What to do about it — only a permission problem is blamed on permissions."""
     summary = "The results are in the job summary and annotations."
     if status in (401, 403, 404):
+        grant = ("`permissions: issues: write`" if what == "alert issue"
+                 else "`permissions: checks: write, pull-requests: write`")
         return (f"{summary} A read-only token is expected for pull requests from forks; otherwise "
-                "grant `permissions: checks: write, pull-requests: write`.")
+                f"grant {grant}.")
     if status is None:
         return summary
     return f"{summary} GitHub refused the request as sent: please report it with this message."
