@@ -389,3 +389,15 @@ def test_when_the_identity_cannot_be_learned_a_new_comment_is_added(github, gha_
     assert len(github.state.issue_comments[7]) == 2
     assert not github.calls("PATCH", r"/issues/comments/\d+$")
     assert "Could not learn which account the token acts as (HTTP 403" in stream.getvalue()
+
+
+# ---- the marker carries the verdict (issue 12) --------------------------------------------
+
+def test_a_sticky_comment_from_before_the_verdict_marker_is_still_edited(github, gha_env, stream):
+    old = github.seed_issue_comment(7, marker("slo-validate") + "\n## SLO validation\nold body",
+                                    user="github-actions[bot]")
+    published = reporter(gha_env, stream).publish(make_report("new body", verdict=Verdict.FAIL))
+    assert published.comment_action == "updated" and published.transition_url is None  # unknown before
+    (only,) = github.state.issue_comments[7]
+    assert only is old and "new body" in only["body"]
+    assert parse_marker(only["body"]).state.verdict == "fail"

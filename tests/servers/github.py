@@ -394,6 +394,8 @@ class GithubDouble:
             if method == "GET":
                 return self._page(self.state.issue_comments.get(number, []), query, path)
             if method == "POST":
+                if error := _fields_error(body, {"body"}, "IssueComment"):
+                    return error
                 if error := _too_long(body.get("body", ""), COMMENT_LIMIT):
                     return error
                 return 201, self._new_issue_comment(number, body["body"]), {}
@@ -401,6 +403,8 @@ class GithubDouble:
             comment = self._find(itertools.chain(*self.state.issue_comments.values()), int(m[1]))
             if comment is None:
                 return 404, {"message": "Not Found"}, {}
+            if error := _fields_error(body, {"body"}, "IssueComment"):
+                return error
             if error := _too_long(body.get("body", ""), COMMENT_LIMIT):
                 return error
             comment["body"] = body["body"]
@@ -423,6 +427,8 @@ class GithubDouble:
             comments = self.state.commit_comments.setdefault(sha, [])
             if method == "GET":
                 return self._page(comments, query, path)
+            if error := _fields_error(body, {"body", "path", "position", "line"}, "CommitComment"):
+                return error
             if error := _too_long(body.get("body", ""), COMMENT_LIMIT):
                 return error
             cid = next(self._ids)
@@ -440,6 +446,8 @@ class GithubDouble:
             comment = self._find(itertools.chain(*self.state.commit_comments.values()), int(m[1]))
             if comment is None:
                 return 404, {"message": "Not Found"}, {}
+            if error := _fields_error(body, {"body"}, "CommitComment"):
+                return error
             if error := _too_long(body.get("body", ""), COMMENT_LIMIT):
                 return error
             comment["body"] = body["body"]
