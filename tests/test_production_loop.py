@@ -256,6 +256,16 @@ def test_a_verdict_change_adds_exactly_one_short_comment(loop, gha_env, stream, 
     assert len(note["body"]) < 600
 
 
+def test_a_refused_verdict_change_note_is_said_and_the_sticky_still_updated(loop, gha_env, stream, tmp_path):
+    loop.refuse("POST", rf"/issues/{PR_DEPLOYED}/comments$", 403, skip=1)  # the sticky one passes
+    publish(scheduled_env(gha_env, tmp_path, "5001"), stream, Verdict.PASS)
+    changed = publish(scheduled_env(gha_env, tmp_path, "5002"), stream, Verdict.FAIL)
+    assert changed.comment_action == "updated" and changed.transition_url is None
+    assert changed.refused == ["verdict-change comment: HTTP 403: Resource not accessible by integration"]
+    assert parse_marker(loop.state.issue_comments[PR_DEPLOYED][0]["body"]).state.verdict == "fail"
+    assert "GitHub refused the comment announcing the changed verdict" in stream.getvalue()
+
+
 def test_environments_and_keys_have_their_own_sticky_comments(loop, gha_env, stream, tmp_path):
     env = scheduled_env(gha_env, tmp_path)
     publish(env, stream, environment="production")

@@ -131,6 +131,7 @@ class Reporter:
         self._transition_url: str | None = None
         self._comment_url: str | None = None
         self._pull_refused: Exception | None = None  # the PR lookup failed: no comment
+        self._note_refused: str | None = None  # GitHub refused the verdict-change comment
 
     # ---- orchestration -------------------------------------------------------------------
 
@@ -167,6 +168,10 @@ class Reporter:
                 if result:
                     published.comment_action, published.comment_url = result
                     published.transition_url = self._transition_url
+                if self._note_refused:
+                    published.refused.append(f"verdict-change comment: {self._note_refused}")
+                    self.actions.warning(f"The sticky comment is updated, but GitHub refused the "
+                                         f"comment announcing the changed verdict ({self._note_refused}).")
             if self.settings.alert_issue:
                 published.alert = self._guard(published, "alert issue", self.publish_alert, report)
         if published.check_run_id is None:
@@ -306,7 +311,12 @@ class Reporter:
             note = sticky.transition_comment(report.title, self._previous, report.verdict.value,
                                              existing.html_url, self.context.run_url,
                                              self._where())
-            self._transition_url = target.create_comment(self.actions.redactor.text(note)).html_url
+            from github import GithubException
+
+            try:
+                self._transition_url = target.create_comment(self.actions.redactor.text(note)).html_url
+            except GithubException as exc:  # the sticky comment is updated: say only what failed
+                self._note_refused = api_reason(exc)
         return "updated", existing.html_url
 
     def publish_alert(self, report: Report):
