@@ -12,6 +12,8 @@ from mlobs.github import markdown as md
 from mlobs.github.actions import GithubActions
 from mlobs.github.context import GithubContext
 from mlobs.github.reporter import CommentMode, Reporter, ReportSettings, marker
+from mlobs.github.sticky import Thread
+from mlobs.github.sticky import parse as parse_marker
 from mlobs.result import Annotation, Report, Verdict
 
 
@@ -19,6 +21,11 @@ def make_report(body: str = "all good", annotations=(), verdict=Verdict.PASS, ke
     return Report(mode="slo-validate", verdict=verdict, title="SLO validation: 2 passed",
                   summary="2 passed", body=body, annotations=list(annotations),
                   outputs={"violations": "0"}, key=key)
+
+
+def sticky_thread(body: str) -> Thread | None:
+    found = parse_marker(body)
+    return found.thread if found else None
 
 
 def reporter(env, stream, token="t0ken", **settings) -> Reporter:
@@ -33,7 +40,7 @@ def test_second_run_edits_the_same_sticky_comment(github, gha_env, stream):
 
     comments = github.state.issue_comments[7]
     assert len(comments) == 1
-    assert comments[0]["body"].startswith(marker("slo-validate"))
+    assert sticky_thread(comments[0]["body"]) == Thread("slo-validate")
     assert "second run" in comments[0]["body"] and "first run" not in comments[0]["body"]
     assert (first.comment_action, second.comment_action) == ("created", "updated")
     assert len(github.calls("POST", r"/issues/7/comments$")) == 1
@@ -134,7 +141,7 @@ def test_markdown_and_html_in_a_label_cannot_break_the_comment(github, gha_env, 
     reporter(gha_env, stream).publish(make_report(body=table))
 
     body = github.state.issue_comments[7][0]["body"]
-    assert body.count("<!-- mlobs:sticky") == 1 and body.startswith(marker("slo-validate"))
+    assert body.count("<!-- mlobs:sticky") == 1 and sticky_thread(body) == Thread("slo-validate")
     assert "<script>" not in body and "</details>" not in body
     assert "@acme" not in body  # nobody gets mentioned
     row = next(line for line in body.splitlines() if "script" in line)
@@ -181,7 +188,7 @@ def test_dry_run_renders_files_and_sends_nothing(github, gha_env, stream, tmp_pa
     assert {p.name for p in published.files} == {"comment.md", "summary.md", "check-run.json", "outputs.json"}
     requests = json.loads((out / "check-run.json").read_text())
     assert [r["method"] for r in requests] == ["POST", "PATCH"]
-    assert (out / "comment.md").read_text().startswith(marker("slo-validate"))
+    assert sticky_thread((out / "comment.md").read_text()) == Thread("slo-validate")
     assert Path(gha_env["GITHUB_STEP_SUMMARY"]).read_text() == ""  # nothing sent, summary included
 
 
@@ -382,3 +389,15 @@ def test_when_the_identity_cannot_be_learned_a_new_comment_is_added(github, gha_
     assert len(github.state.issue_comments[7]) == 2
     assert not github.calls("PATCH", r"/issues/comments/\d+$")
     assert "Could not learn which account the token acts as (HTTP 403" in stream.getvalue()
+
+
+# ---- the marker carries the verdict (issue 12) --------------------------------------------
+
+def test_a_sticky_comment_from_before_the_verdict_marker_is_still_edited(github, gha_env, stream):
+    old = github.seed_issue_comment(7, marker("slo-validate") + "\n## SLO validation\nold body",
+                                    user="github-actions[bot]")
+    published = reporter(gha_env, stream).publish(make_report("new body", verdict=Verdict.FAIL))
+    assert published.comment_action == "updated" and published.transition_url is None  # unknown before
+    (only,) = github.state.issue_comments[7]
+    assert only is old and "new body" in only["body"]
+    assert parse_marker(only["body"]).state.verdict == "fail"

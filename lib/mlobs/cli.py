@@ -62,6 +62,12 @@ COMMON_OPTIONS = [
         default=".mlobs", show_default=True),
     opt("model-version", "The model version under test."),
     opt("baseline-version", "The model version to compare with."),
+    opt("commit-sha", "Report on this commit (full SHA): its check run, and the comment on its "
+        "open or merged pull request (else on the commit)."),
+    opt("deployment-environment", "Report on the commit of the latest successful GitHub "
+        "deployment to this environment; on pull requests, quote its latest verdict instead."),
+    flag("alert-issue", "Keep one labelled issue open per environment while the verdict is fail; "
+         "close it on recovery.", False),
 ]
 
 SLO_OPTIONS = [

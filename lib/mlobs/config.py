@@ -6,6 +6,7 @@ Nothing below the CLI reads ``os.environ`` for configuration; settings objects a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ class CommonSettings:
     output_dir: Path = Path(".mlobs")
     model_version: str | None = None
     baseline_version: str | None = None
+    commit_sha: str | None = None
+    deployment_environment: str | None = None
+    alert_issue: bool = False
     # The run's one redaction step (every results file a mode writes passes it).
     redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
 
@@ -52,6 +56,9 @@ class CommonSettings:
             output_dir=output_dir,
             model_version=_blank_to_none(params.get("model_version")),
             baseline_version=_blank_to_none(params.get("baseline_version")),
+            commit_sha=_commit_sha(params.get("commit_sha")),
+            deployment_environment=_environment(params.get("deployment_environment")),
+            alert_issue=bool(params.get("alert_issue", False)),
             redactor=redactor if redactor is not None else Redactor.from_inputs(params, os.environ),
         )
 
@@ -68,6 +75,9 @@ class CommonSettings:
             dry_run=self.dry_run,
             dry_run_dir=self.output_dir / "dry-run" / self.mode,
             write_interval=interval,
+            commit_sha=self.commit_sha,
+            deployment_environment=self.deployment_environment,
+            alert_issue=self.alert_issue,
         )
 
 
@@ -75,6 +85,25 @@ def resolve(workdir: Path, value: str) -> Path:
     """A user path relative to the working directory (absolute paths are kept as given)."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else workdir / path
+
+
+def _commit_sha(value: object) -> str | None:
+    """A full commit SHA (40 hex digits; 64 in SHA-256 repositories): check runs need one."""
+    text = _blank_to_none(value)
+    if text is None:
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", text):
+        raise ConfigError(f"commit-sha must be a full commit SHA (40 hexadecimal digits), got {text!r}",
+                          hint="e.g. ${{ github.event.workflow_run.head_sha }}")
+    return text.lower()
+
+
+def _environment(value: object) -> str | None:
+    """A GitHub environment name: one line (it is sent as a query parameter and shown)."""
+    text = _blank_to_none(value)
+    if text is not None and ("\n" in text or "\r" in text or len(text) > 255):
+        raise ConfigError(f"deployment-environment must be one environment name, got {text!r}")
+    return text
 
 
 def _blank_to_none(value: object) -> str | None:

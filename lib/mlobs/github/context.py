@@ -41,6 +41,9 @@ class GithubContext:
             pr_number = pull.get("number") or event.get("number")
             # GITHUB_SHA is the merge commit on pull_request; reviewers look at the head commit.
             sha = (pull.get("head") or {}).get("sha") or sha
+        deployment = event.get("deployment") if isinstance(event, dict) else None
+        if event_name == "deployment_status" and isinstance(deployment, dict):
+            sha = deployment.get("sha") or sha  # the deployed commit (GITHUB_SHA says the same)
         return cls(
             repository=env.get("GITHUB_REPOSITORY") or None,
             sha=sha,

@@ -41,16 +41,17 @@ def text(value: object) -> str:
     return _LINE_START.sub(lambda m: m[1] + "\\" + m[2], s)
 
 
-def code(value: object) -> str:
+def code(value: object, table: bool = True) -> str:
     """An inline code span for a value (a query, a path): fence longer than any backtick run.
 
-    Pipes are escaped as GitHub tables require even inside code; newlines become spaces.
+    Pipes are escaped as GitHub tables require even inside code (``table=False`` for a span
+    outside any table, where the backslash would show); newlines become spaces.
     """
     s = " ".join(str(value).split())
     longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
-    return f"{fence}{pad}{s.replace('|', chr(92) + '|')}{pad}{fence}"
+    return f"{fence}{pad}{s.replace('|', chr(92) + '|') if table else s}{pad}{fence}"
 
 
 # Characters a link target may keep as they are: none of them can end the link or start HTML.

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlobs.github import markdown as md
+from mlobs.github import sticky
+from mlobs.github import target as targets
 from mlobs.github.actions import GithubActions
-from mlobs.github.api import MEDIA_TYPE
+from mlobs.github.api import api_reason
 from mlobs.github.context import GithubContext
 from mlobs.redact import write_text
 from mlobs.result import Annotation, Report
@@ -59,6 +61,11 @@ class ReportSettings:
     dry_run_dir: Path = Path(".mlobs/dry-run")
     # PyGithub's pacing between write requests (GitHub asks for ~1 s to avoid secondary limits).
     write_interval: float = 1.0
+    # Which commit to report on (mlobs.github.target): a given one, or the latest successful
+    # deployment to an environment; and the alert issue while that environment fails.
+    commit_sha: str | None = None
+    deployment_environment: str | None = None
+    alert_issue: bool = False
 
 
 @dataclass
@@ -71,6 +78,12 @@ class Published:
     refused: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     annotations_delivered: int = 0  # on the check run
+    sha: str | None = None  # the commit reported on
+    pull_request: int | None = None  # the PR commented on (open, or merged)
+    deployment_id: int | None = None  # the deployment whose commit it is
+    transition_url: str | None = None  # the new comment announcing a changed verdict
+    alert: object | None = None  # mlobs.github.alerts.AlertOutcome
+    production_line: str = ""  # a reviewer's line: the running version's latest verdict
 
 
 class AnnotationsRefused(Exception):
@@ -83,10 +96,10 @@ class AnnotationsRefused(Exception):
         self.error = error
 
 
-def marker(mode: str, key: str = "") -> str:
-    """The hidden HTML marker that finds our sticky comment again."""
-    safe_key = "".join(ch for ch in key if ch.isalnum() or ch in "-_.") if key else ""
-    return f"<!-- mlobs:sticky {mode}{':' + safe_key if safe_key else ''} -->"
+def marker(mode: str, key: str = "", environment: str = "") -> str:
+    """The hidden HTML marker of a sticky comment's thread, without its state (see
+    :mod:`mlobs.github.sticky`): what the comments written before the state existed carry."""
+    return sticky.render(sticky.Thread(mode, key, environment))
 
 
 def annotation_batches(annotations: list[Annotation]) -> list[list[Annotation]]:
@@ -111,6 +124,14 @@ class Reporter:
         self._github = github
         self._said_refused = False
         self._viewer: str | None = None  # the token's login, "" when it could not be learned
+        self.target = targets.initial(context, settings.commit_sha, settings.deployment_environment)
+        self._state: sticky.State | None = None  # what this run's sticky comment records
+        self._lines: list[str] = []  # Markdown lines above the body: what was reported on
+        self._previous: sticky.State | None = None  # what the sticky comment showed before
+        self._transition_url: str | None = None
+        self._comment_url: str | None = None
+        self._pull_refused: Exception | None = None  # the PR lookup failed: no comment
+        self._note_refused: str | None = None  # GitHub refused the verdict-change comment
 
     # ---- orchestration -------------------------------------------------------------------
 
@@ -123,11 +144,20 @@ class Reporter:
             self.actions.echo(
                 f"dry-run: rendered comment, check run and summary to {self.settings.dry_run_dir}"
             )
+            if self.target.needs_deployment:
+                self.actions.echo(f"dry-run: the commit running in {self.target.environment!r} is "
+                                  "looked up only when sending (the Deployments API).")
             return published
 
+        api = self._api_usable() and self._resolve_target(published)
+        published.sha = self.target.sha
+        published.pull_request = self.target.pr_number
+        published.deployment_id = self.target.deployment.id if self.target.deployment else None
+        self._lines = [self.actions.redactor.text(line)
+                       for line in (self._target_line(), published.production_line) if line]
         self.publish_summary(report)
         in_repo = [a for a in report.annotations if a.path]
-        if self._api_usable():
+        if api:
             if self.settings.check_run:
                 published.annotations_delivered = len(in_repo)  # less when a batch is refused
                 published.check_run_id = self._guard(published, "check run", self.publish_check, report)
@@ -137,6 +167,13 @@ class Reporter:
                 result = self._guard(published, "comment", self.publish_comment, report)
                 if result:
                     published.comment_action, published.comment_url = result
+                    published.transition_url = self._transition_url
+                if self._note_refused:
+                    published.refused.append(f"verdict-change comment: {self._note_refused}")
+                    self.actions.warning(f"The sticky comment is updated, but GitHub refused the "
+                                         f"comment announcing the changed verdict ({self._note_refused}).")
+            if self.settings.alert_issue:
+                published.alert = self._guard(published, "alert issue", self.publish_alert, report)
         if published.check_run_id is None:
             self.publish_workflow_annotations(report.annotations)
         else:  # what the check run does not carry (outside the repository, refused) goes to the log
@@ -148,13 +185,54 @@ class Reporter:
         if not self.settings.token:
             self.actions.echo("No github-token: skipping the comment and check run.")
             return False
-        if not self.context.can_call_api:
+        if not self.context.repository or not (self.target.sha or self.target.needs_deployment):
             self.actions.echo(
                 "GITHUB_REPOSITORY/GITHUB_SHA not set (not running in Actions?): "
                 "skipping the comment and check run."
             )
             return False
-        return self.settings.check_run or self.settings.comment_mode is not CommentMode.OFF
+        return (self.settings.check_run or self.settings.comment_mode is not CommentMode.OFF
+                or self.settings.alert_issue)
+
+    def _resolve_target(self, published: Published) -> bool:
+        """Which commit and pull request (mlobs.github.target), and a reviewer's production line.
+        False when there is no commit to report on: nothing is posted on a commit that is not
+        the one running (the summary and annotations still carry every result)."""
+        from github import GithubException
+
+        repo = self._repo()
+        if self.target.needs_deployment:
+            try:
+                self.target = targets.with_deployment(self.target, repo)
+            except targets.NoDeployment as exc:
+                reason, hint = str(exc), "check the deployment-environment input"
+            except (GithubException, OSError) as exc:
+                reason = _lookup_reason(exc)
+                hint = "grant `permissions: deployments: read`, or pass commit-sha"
+            else:
+                reason = ""
+            if reason:
+                published.refused.append(f"deployment: {reason}")
+                self._said_refused = True
+                self.actions.warning(
+                    f"Could not tell which commit runs in {self.target.environment!r} ({reason}): "
+                    f"no comment, check run or alert issue is posted — {hint}. The results are in "
+                    "the job summary and annotations.")
+                return False
+        if self.target.lookup_pull and (self.settings.comment_mode is not CommentMode.OFF
+                                        or self.settings.alert_issue):
+            try:
+                self.target = targets.with_pull(self.target, repo)
+            except (GithubException, OSError) as exc:
+                # No comment rather than one on the commit when a PR may have shipped it.
+                self._pull_refused = exc
+        env = (self.settings.deployment_environment or "").strip()
+        if env and self.target.from_event_pr and self.settings.comment_mode is not CommentMode.OFF:
+            from mlobs.github.production import production_line
+
+            published.production_line = production_line(
+                repo, env, self._identity(), self.context.server_url, self.context.repository or "")
+        return True
 
     def _guard(self, published: Published, what: str, send, report: Report):
         from github import GithubException
@@ -180,7 +258,7 @@ class Reporter:
         published.refused.append(f"{what}: {reason}")
         if not self._said_refused:
             self._said_refused = True
-            self.actions.warning(f"Could not post the {what} ({reason}). {_refusal_hint(status)}")
+            self.actions.warning(f"Could not post the {what} ({reason}). {_refusal_hint(status, what)}")
         return None
 
     # ---- surfaces ------------------------------------------------------------------------
@@ -210,18 +288,62 @@ class Reporter:
         return check.id
 
     def publish_comment(self, report: Report) -> tuple[str, str]:
+        if self._pull_refused is not None:
+            raise self._pull_refused
         repo = self._repo()
-        body = self.comment_markdown(report)
-        sticky = self.settings.comment_mode is CommentMode.STICKY
-        tag = marker(report.mode, report.key)
-        owner = self._identity() if sticky else None
-        pr_number = self.context.pr_number or self._find_pull_request(repo)
-        target = repo.get_issue(pr_number) if pr_number else repo.get_commit(self.context.sha)
-        existing = _first_with_marker(target.get_comments(), tag, owner) if owner else None
-        if existing is not None:
-            existing.edit(body)
-            return "updated", existing.html_url
-        return "created", target.create_comment(body).html_url
+        body = self.actions.redactor.text(self.comment_markdown(report))
+        sticky_mode = self.settings.comment_mode is CommentMode.STICKY
+        thread = self._thread(report)
+        owner = self._identity() if sticky_mode else None
+        pr_number = self.target.pr_number
+        target = repo.get_issue(pr_number) if pr_number else repo.get_commit(self.target.sha)
+        existing = _first_with_marker(target.get_comments(), thread, owner) if owner else None
+        if existing is None:
+            created = target.create_comment(body)
+            self._comment_url = created.html_url
+            return "created", created.html_url
+        marker_ = sticky.parse(existing.body)
+        self._previous = marker_.state if marker_ else None
+        existing.edit(body)
+        self._comment_url = existing.html_url
+        if sticky.changed(self._previous, report.verdict.value):
+            # An edit notifies nobody: a change of verdict gets a short new comment.
+            note = sticky.transition_comment(report.title, self._previous, report.verdict.value,
+                                             existing.html_url, self.context.run_url,
+                                             self._where())
+            from github import GithubException
+
+            try:
+                self._transition_url = target.create_comment(self.actions.redactor.text(note)).html_url
+            except GithubException as exc:  # the sticky comment is updated: say only what failed
+                self._note_refused = api_reason(exc)
+        return "updated", existing.html_url
+
+    def publish_alert(self, report: Report):
+        """``alert-issue``: one issue per environment while it fails (mlobs.github.alerts)."""
+        from mlobs.github.alerts import AlertContext, AlertIssues
+
+        if self.target.from_event_pr:
+            self.actions.echo("alert-issue: not on pull requests (their verdict is the PR's own).")
+            return None
+        viewer = self._identity()
+        if viewer is None:
+            self.actions.echo("alert-issue: skipped, the token's account is unknown (it could "
+                              "not tell its own alert issue from anyone else's).")
+            return None
+        context = AlertContext(title=report.title, summary=report.summary,
+                               target_line=self._target_line(), results_url=self._comment_url,
+                               run_url=self.context.run_url)
+        state = self._run_state(report)
+        new_incident = self._previous is not None and self._previous.verdict != "fail"
+        outcome = AlertIssues(self._repo(), viewer, self.actions.redactor.text).sync(
+            self._thread(report), state, context, new_incident=new_incident)
+        if outcome.action in ("opened", "closed"):
+            self.actions.echo(f"alert-issue: {outcome.action} #{outcome.number}")
+        elif outcome.action == "muted":
+            self.actions.echo("alert-issue: not reopened — a person closed this alert while the "
+                              "same commit was failing.")
+        return outcome
 
     def publish_workflow_annotations(self, annotations: list[Annotation]) -> None:
         """The most important annotations as workflow commands (a step shows only 10 of each
@@ -260,24 +382,27 @@ class Reporter:
     # ---- rendering -----------------------------------------------------------------------
 
     def comment_markdown(self, report: Report) -> str:
-        tag = marker(report.mode, report.key)
+        tag = sticky.render(self._thread(report), self._run_state(report))
         footer = self._footer()
-        head = f"{tag}\n## {md.text(md.clip(report.title, md.TITLE_LIMIT))}\n\n"
+        lines = "".join(f"{line}\n" for line in self._lines)
+        head = f"{tag}\n## {md.text(md.clip(report.title, md.TITLE_LIMIT))}\n\n{lines}"
         room = md.COMMENT_LIMIT - md.utf16_size(head) - md.utf16_size(footer) - 2
         body = md.fit(report.body, room, md.utf16_size)
         return f"{head}{body}\n{footer}"
 
     def summary_markdown(self, report: Report) -> str:
-        return f"## {md.text(report.title)}\n\n{report.body}\n"
+        lines = "".join(f"{line}\n" for line in self._lines)
+        return f"## {md.text(report.title)}\n\n{lines}{report.body}\n"
 
     def check_run_requests(self, report: Report) -> list[dict]:
         """The create request and its follow-up updates, each with at most 50 annotations, every
         field within GitHub's limits."""
-        name = md.clip(f"mlobs {report.mode}" + (f" ({report.key})" if report.key else ""),
-                       md.TITLE_LIMIT)
+        where = ", ".join(part for part in (self._environment(), report.key) if part)
+        name = md.clip(f"mlobs {report.mode}" + (f" ({where})" if where else ""), md.TITLE_LIMIT)
+        summary = self._target_line() + ("\n" if self._target_line() else "") + report.summary
         output_base = {
             "title": md.clip(report.title, md.TITLE_LIMIT),
-            "summary": md.truncate_bytes(report.summary, md.CHECK_TEXT_LIMIT_BYTES, "the job summary"),
+            "summary": md.truncate_bytes(summary, md.CHECK_TEXT_LIMIT_BYTES, "the job summary"),
             "text": md.truncate_bytes(report.body, md.CHECK_TEXT_LIMIT_BYTES, "the job summary"),
         }
         requests = []
@@ -288,7 +413,7 @@ class Reporter:
             if i == 0:
                 payload = {
                     "name": name,
-                    "head_sha": self.context.sha,
+                    "head_sha": self.target.sha,
                     "status": "completed",
                     "conclusion": report.verdict.check_conclusion,
                     "output": output,
@@ -302,8 +427,31 @@ class Reporter:
 
     def _footer(self) -> str:
         run = f"[workflow run]({self.context.run_url})" if self.context.run_url else "a local run"
-        sha = f" on `{self.context.sha[:12]}`" if self.context.sha else ""
+        sha = f" on `{self.target.sha[:12]}`" if self.target.sha else ""
         return f"<sub>ml-observability-action · {run}{sha}</sub>\n"
+
+    def _thread(self, report: Report) -> sticky.Thread:
+        """One sticky comment per mode, comment-key and environment reported on."""
+        return sticky.Thread(report.mode, report.key, self._environment())
+
+    def _environment(self) -> str:
+        """The environment as surfaces show it (and markers key it): redacted like the rest."""
+        return self.actions.redactor.text(self.target.environment) if self.target.environment else ""
+
+    def _run_state(self, report: Report) -> sticky.State:
+        """The verdict this run records (one time for the comment and the alert issue)."""
+        if self._state is None or self._state.verdict != report.verdict.value:
+            deployment = self.target.deployment.id if self.target.deployment else None
+            self._state = sticky.State.now(report.verdict.value, self.target.sha,
+                                           self.context.run_id, deployment)
+        return self._state
+
+    def _target_line(self) -> str:
+        return self.actions.redactor.text(
+            targets.describe(self.target, self.context.server_url, self.context.repository))
+
+    def _where(self) -> str:
+        return f"in {md.code(self._environment(), table=False)}" if self.target.environment else ""
 
     # ---- API plumbing --------------------------------------------------------------------
 
@@ -341,21 +489,6 @@ class Reporter:
                 self._viewer = ""
         return self._viewer or None
 
-    def _find_pull_request(self, repo: Repository) -> int | None:
-        """For push / schedule / workflow_dispatch: an open PR whose head is this commit."""
-        from github.PaginatedList import PaginatedList
-        from github.PullRequest import PullRequest
-
-        # Not Commit.get_pulls(): it sends the retired groot-preview media type.
-        pulls = PaginatedList(PullRequest, repo.requester,
-                              f"{repo.url}/commits/{self.context.sha}/pulls", None,
-                              headers={"Accept": MEDIA_TYPE})
-        open_prs = [pr for pr in pulls if pr.state == "open"]
-        for pr in open_prs:
-            if pr.head.sha == self.context.sha:
-                return pr.number
-        return open_prs[0].number if open_prs else None
-
 
 def api_annotation(annotation: Annotation) -> dict:
     """An annotation as the Checks API takes it, within its limits (title 255 characters,
@@ -369,38 +502,39 @@ def api_annotation(annotation: Annotation) -> dict:
     return data
 
 
-def _first_with_marker(comments, tag: str, owner: str):
-    """Our sticky comment: starts with the marker AND was written by the token's own account
-    (anyone can start a comment with the marker; editing theirs would post over a human)."""
+def _first_with_marker(comments, thread: sticky.Thread, owner: str):
+    """Our sticky comment: its first line is the thread's marker AND the token's own account wrote
+    it (anyone can start a comment with the marker; editing theirs would post over a human)."""
     for comment in comments:
         author = getattr(comment.user, "login", None) if comment.user else None
-        if author == owner and (comment.body or "").startswith(tag):
+        if author != owner:
+            continue
+        found = sticky.parse(comment.body)
+        if found is not None and sticky.same_thread(found.thread, thread):
             return comment
     return None
 
 
+def _lookup_reason(exc: Exception) -> str:
+    from github import GithubException
+
+    if isinstance(exc, GithubException):
+        return api_reason(exc)
+    return f"GitHub API unreachable ({type(exc).__name__}: {exc})"
+
+
 def _api_reason(exc) -> str:
-    """GitHub's own words: the message and each validation error's message."""
-    message = ""
-    if isinstance(exc.data, dict):
-        message = str(exc.data.get("message", "")).strip()
-        details = [str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e)
-                   for e in exc.data.get("errors") or []]
-        details = [d for d in details if d]
-        if details:
-            message = f"{message}: {'; '.join(details)}" if message else "; ".join(details)
-    elif exc.data:
-        message = str(exc.data).strip()
-    message = " ".join(message.split())
-    return f"HTTP {exc.status}{': ' + message if message else ''}"
+    return api_reason(exc)
 
 
-def _refusal_hint(status: int | None) -> str:
+def _refusal_hint(status: int | None, what: str = "") -> str:
     """What to do about it — only a permission problem is blamed on permissions."""
     summary = "The results are in the job summary and annotations."
     if status in (401, 403, 404):
+        grant = ("`permissions: issues: write`" if what == "alert issue"
+                 else "`permissions: checks: write, pull-requests: write`")
         return (f"{summary} A read-only token is expected for pull requests from forks; otherwise "
-                "grant `permissions: checks: write, pull-requests: write`.")
+                f"grant {grant}.")
     if status is None:
         return summary
     return f"{summary} GitHub refused the request as sent: please report it with this message."
