@@ -130,22 +130,35 @@ def _prom_labels(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in sorted(labels.items())) + "}"
 
 
-_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_GO_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+")
+_GO_DIGITS = r"[0-9](?:_?[0-9])*"
+_GO_HEX_DIGITS = r"[0-9a-fA-F](?:_?[0-9a-fA-F])*"
+_GO_DECIMAL = re.compile(
+    rf"[+-]?(?:{_GO_DIGITS}(?:\.(?:{_GO_DIGITS})?)?|\.{_GO_DIGITS})(?:[eE][+-]?{_GO_DIGITS})?"
+)
+_GO_HEX = re.compile(
+    rf"[+-]?0[xX](?:_?{_GO_HEX_DIGITS}(?:\.(?:{_GO_HEX_DIGITS})?)?|\.{_GO_HEX_DIGITS})"
+    rf"[pP][+-]?{_GO_DIGITS}"
+)
+# Go: Inf and Infinity take a sign, NaN does not ("-nan" is invalid syntax).
 _GO_SPECIAL = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
-               "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan, "+nan": math.nan,
-               "-nan": math.nan}  # fmt: skip
+               "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan}  # fmt: skip
 
 
 def _go_parse_float(text: str) -> float:
-    """strconv.ParseFloat(text, 64), raising ValueError with Go's error text."""
+    """strconv.ParseFloat(text, 64), raising ValueError with Go's error text.
+
+    Go's float literal syntax: underscores may separate digits ("1_000"); out-of-range values are
+    an error (the value Go also returns, ±Inf, is not used by Loki)."""
     if text.lower() in _GO_SPECIAL:
         return _GO_SPECIAL[text.lower()]
     if _GO_DECIMAL.fullmatch(text):
-        value = float(text)
+        value = float(text.replace("_", ""))
     elif _GO_HEX.fullmatch(text):
         sign = -1.0 if text.startswith("-") else 1.0
-        value = sign * float.fromhex(text.lstrip("+-"))
+        try:
+            value = sign * float.fromhex(text.lstrip("+-").replace("_", ""))
+        except OverflowError:
+            value = math.inf
     else:
         raise ValueError(f"strconv.ParseFloat: parsing {_go_quote(text)}: invalid syntax")
     if math.isinf(value):
@@ -518,6 +531,13 @@ class BinaryFilter:
 
 
 @dataclass(frozen=True)
+class LabelFormat:
+    """``| label_format a="{{ template }}", b=old``: templates (Go text/template) or renames."""
+
+    items: tuple[tuple[str, Any, str | None], ...]  # (label, compiled template or None, renamed from)
+
+
+@dataclass(frozen=True)
 class Unwrap:
     name: str
     conversion: str  # "", "bytes", "duration", "duration_seconds"
@@ -762,10 +782,42 @@ class Parser:
             return JsonStage(tuple(params))
         if token.kind in ("IDENTIFIER", "OPEN_PARENTHESIS"):
             return self.label_filter()
-        if token.kind in ("LOGFMT", "REGEXP", "UNPACK", "PATTERN", "LINE_FMT", "LABEL_FMT",
+        if token.kind == "LABEL_FMT":
+            self.take()
+            return self.label_format()
+        if token.kind in ("LOGFMT", "REGEXP", "UNPACK", "PATTERN", "LINE_FMT",
                           "DROP", "KEEP", "DECOLORIZE"):  # fmt: skip
             raise Unsupported(f"the {token.text} stage")
         raise self.unexpected(token)
+
+    def label_format(self) -> LabelFormat:
+        items: list[tuple[str, Any, str | None]] = []
+        while True:
+            name = self.expect("IDENTIFIER").value
+            self.expect("EQ")
+            value = self.take()
+            if value.kind == "STRING":
+                try:
+                    items.append((name, GoTemplate.parse(value.value), None))
+                except TemplateError as exc:
+                    # Loki: NewLabelsFormatter's message, from the text/template parser.
+                    raise QueryError(f"invalid template for label '{name}': {exc}") from None
+            elif value.kind == "IDENTIFIER":
+                items.append((name, None, value.value))
+            else:
+                raise self.unexpected(value)
+            if self.peek().kind != "COMMA":
+                break
+            self.take()
+        names = [name for name, _, _ in items]
+        for name in names:
+            if name == "__error__":
+                raise QueryError("__error__ cannot be formatted")
+            if names.count(name) > 1:
+                raise QueryError(
+                    f"multiple label name '{name}' not allowed in a single format operation"
+                )
+        return LabelFormat(tuple(items))
 
     def json_param(self) -> tuple[str, str]:
         label = self.expect("IDENTIFIER").value
@@ -865,6 +917,324 @@ def _validate_range_agg(op: str, log: LogRange, grouping: Grouping | None) -> No
             raise ParseError(f"invalid aggregation {op} with unwrap")
     elif op not in ("bytes_over_time", "bytes_rate", "count_over_time", "rate", "absent_over_time"):
         raise ParseError(f"invalid aggregation {op} without unwrap")
+
+
+# =================================================================================================
+# Go text/template, the subset label_format templates use
+# =================================================================================================
+
+
+class TemplateError(Exception):
+    """A template that does not parse, or fails while executing (Loki: TemplateFormatErr)."""
+
+
+_TEMPLATE_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
+_TEMPLATE_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<raw>`[^`]*`)'
+    r"|(?P<num>[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<field>\.[A-Za-z_][A-Za-z0-9_]*)|(?P<ident>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<punct>[()|]))"
+)
+
+
+def _go_to_float64(value: Any) -> float:
+    """Sprig's float64 (spf13/cast ToFloat64): a string through strconv.ParseFloat, 0 on failure."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        if value == "":
+            return 0.0
+        try:
+            return _go_parse_float(value)
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+def _go_truth(value: Any) -> bool:
+    # text/template's `if`: false, 0, "" (and nil, empty collections) are false.
+    return bool(value)
+
+
+def _go_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+def _go_compare(name: str, left: Any, right: Any) -> bool:
+    # text/template's eq/ne/lt/le/gt/ge: both sides of one basic kind, else an execution error.
+    if _go_kind(left) != _go_kind(right):
+        raise TemplateError(f"error calling {name}: incompatible types for comparison")
+    if name in ("lt", "le", "gt", "ge") and isinstance(left, bool):
+        raise TemplateError(f"error calling {name}: invalid type for comparison")
+    return {"eq": left == right, "ne": left != right, "lt": left < right, "le": left <= right,
+            "gt": left > right, "ge": left >= right}[name]  # fmt: skip
+
+
+def _go_regex_count(pattern: Any, text: Any) -> int:
+    # Loki's `count`: regexp.Compile(pattern), then the number of non-overlapping matches.
+    try:
+        compiled = re.compile(str(pattern))
+    except re.error as exc:
+        raise TemplateError(f'error calling count: error parsing regexp: {exc}') from None
+    return sum(1 for _ in compiled.finditer(str(text)))
+
+
+class GoTemplate:
+    """``{{ if P }}…{{ else if P }}…{{ else }}…{{ end }}`` and ``{{ P }}``, where a pipeline P is
+    ``.label``, a literal, ``(P)``, ``fn arg…`` or ``P | fn arg…`` over the functions below.
+
+    Functions: text/template's built-ins ``and or not eq ne lt le gt ge`` (``and``/``or``
+    short-circuit and return an operand, as since Go 1.18) and Loki's documented template functions
+    ``float64``, ``count``, ``contains``, ``hasPrefix``, ``hasSuffix``, ``ToLower``, ``ToUpper``.
+    Anything else is a ``LokiDouble does not implement`` answer, never a silent guess.
+    """
+
+    _FUNCTIONS = {"and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "float64", "count",
+                  "contains", "hasPrefix", "hasSuffix", "ToLower", "ToUpper"}  # fmt: skip
+
+    def __init__(self, nodes: list[Any]) -> None:
+        self.nodes = nodes
+
+    # --- parsing ---
+
+    @classmethod
+    def parse(cls, text: str) -> GoTemplate:
+        parts: list[tuple[str, Any]] = []  # ("text", str) | ("action", tokens)
+        pos = 0
+        for match in _TEMPLATE_ACTION.finditer(text):
+            literal = text[pos : match.start()]
+            if match.group(1):
+                literal = literal.rstrip()
+            if parts and parts[-1][0] == "trim_next":
+                parts.pop()
+                literal = literal.lstrip()
+            parts.append(("text", literal))
+            parts.append(("action", cls._tokens(match.group(2))))
+            if match.group(3):
+                parts.append(("trim_next", None))
+            pos = match.end()
+        tail = text[pos:]
+        if parts and parts[-1][0] == "trim_next":
+            parts.pop()
+            tail = tail.lstrip()
+        if "{{" in tail:
+            raise TemplateError('template: label:1: unclosed action')
+        parts.append(("text", tail))
+        nodes, rest, stop = cls._block(parts)
+        if stop is not None:
+            raise TemplateError(f"template: label:1: unexpected {{{{{stop}}}}}")
+        return cls(nodes)
+
+    @staticmethod
+    def _tokens(action: str) -> list[tuple[str, str]]:
+        tokens, pos = [], 0
+        while pos < len(action):
+            if action[pos:].strip() == "":
+                break
+            match = _TEMPLATE_TOKEN.match(action, pos)
+            if match is None or match.end() == pos:
+                raise TemplateError(f"template: label:1: unexpected {action[pos:].strip()[:10]!r}")
+            kind = match.lastgroup or ""
+            tokens.append((kind, match.group(kind)))
+            pos = match.end()
+        if not tokens:
+            raise TemplateError("template: label:1: missing value for command")
+        return tokens
+
+    @classmethod
+    def _block(cls, parts: list[tuple[str, Any]]) -> tuple[list[Any], list[tuple[str, Any]], Any]:
+        """Nodes up to an else/end (returned as ``stop``) or the end of the template."""
+        nodes: list[Any] = []
+        while parts:
+            kind, value = parts.pop(0)
+            if kind == "text":
+                if value:
+                    nodes.append(("text", value))
+                continue
+            head = value[0]
+            if head == ("ident", "if"):
+                branches = []
+                condition = cls._pipeline(value[1:])
+                while True:
+                    body, parts, stop = cls._block(parts)
+                    branches.append((condition, body))
+                    if stop == "end":
+                        break
+                    if stop == "else":
+                        body, parts, stop = cls._block(parts)
+                        if stop != "end":
+                            raise TemplateError("template: label:1: expected end; found " + str(stop))
+                        branches.append((None, body))
+                        break
+                    if isinstance(stop, tuple):  # else if <pipeline>
+                        condition = cls._pipeline(stop[1])
+                        continue
+                    raise TemplateError("template: label:1: unexpected EOF")
+                nodes.append(("if", branches))
+            elif head == ("ident", "end"):
+                return nodes, parts, "end"
+            elif head == ("ident", "else"):
+                if len(value) > 1 and value[1] == ("ident", "if"):
+                    return nodes, parts, ("else if", value[2:])
+                return nodes, parts, "else"
+            elif head[0] == "ident" and head[1] in ("range", "with", "define", "template", "block"):
+                raise Unsupported(f"the {head[1]} action in label_format templates")
+            else:
+                nodes.append(("print", cls._pipeline(value)))
+        return nodes, parts, None
+
+    @classmethod
+    def _pipeline(cls, tokens: list[tuple[str, str]]) -> Any:
+        commands: list[list[Any]] = [[]]
+        depth_tokens: list[tuple[str, str]] = list(tokens)
+        while depth_tokens:
+            kind, text = depth_tokens.pop(0)
+            if (kind, text) == ("punct", "|"):
+                commands.append([])
+            elif (kind, text) == ("punct", "("):
+                inner, depth = [], 1
+                while depth_tokens:
+                    token = depth_tokens.pop(0)
+                    depth += token == ("punct", "(")
+                    depth -= token == ("punct", ")")
+                    if depth == 0:
+                        break
+                    inner.append(token)
+                else:
+                    raise TemplateError("template: label:1: unclosed left paren")
+                commands[-1].append(("pipe", cls._pipeline(inner)))
+            elif (kind, text) == ("punct", ")"):
+                raise TemplateError("template: label:1: unexpected right paren")
+            elif kind == "ident":
+                if text in ("true", "false"):
+                    commands[-1].append(("const", text == "true"))
+                elif text in cls._FUNCTIONS:
+                    commands[-1].append(("func", text))
+                else:
+                    raise Unsupported(f"the template function {text}")
+            elif kind == "field":
+                commands[-1].append(("field", text[1:]))
+            elif kind == "str":
+                commands[-1].append(("const", _go_unquote(text)))
+            elif kind == "raw":
+                commands[-1].append(("const", text[1:-1]))
+            elif kind == "num":
+                is_float = any(c in text for c in ".eE")
+                commands[-1].append(("const", float(text) if is_float else int(text)))
+        if any(not command for command in commands):
+            raise TemplateError("template: label:1: missing value for command")
+        return commands
+
+    def fields(self) -> list[str]:
+        found: list[str] = []
+
+        def walk(item: Any) -> None:
+            if isinstance(item, tuple) and item and item[0] == "field":
+                found.append(item[1])
+            elif isinstance(item, list | tuple):
+                for part in item:
+                    walk(part)
+
+        walk(self.nodes)
+        return list(dict.fromkeys(found))
+
+    # --- execution ---
+
+    def execute(self, labels: dict[str, str]) -> str:
+        out: list[str] = []
+        self._run(self.nodes, labels, out)
+        return "".join(out)
+
+    def _run(self, nodes: list[Any], labels: dict[str, str], out: list[str]) -> None:
+        for kind, value in nodes:
+            if kind == "text":
+                out.append(value)
+            elif kind == "print":
+                out.append(_go_print(self._eval(value, labels)))
+            else:
+                for condition, body in value:
+                    if condition is None or _go_truth(self._eval(condition, labels)):
+                        self._run(body, labels, out)
+                        break
+
+    def _eval(self, commands: list[list[Any]], labels: dict[str, str]) -> Any:
+        result: Any = None
+        for i, command in enumerate(commands):
+            piped = [("value", result)] if i else []
+            result = self._command(command + piped, labels)
+        return result
+
+    def _arg(self, item: Any, labels: dict[str, str]) -> Any:
+        kind, value = item
+        if kind == "field":
+            return labels.get(value, "")  # missingkey=zero on a map[string]string
+        if kind == "pipe":
+            return self._eval(value, labels)
+        if kind in ("const", "value"):
+            return value
+        raise TemplateError(f"can't give argument to non-function {value}")
+
+    def _command(self, command: list[Any], labels: dict[str, str]) -> Any:
+        head, args = command[0], command[1:]
+        if head[0] != "func":
+            if args:
+                raise TemplateError(f"can't give argument to non-function {head[1]}")
+            return self._arg(head, labels)
+        name = head[1]
+        if name in ("and", "or"):
+            if not args:
+                raise TemplateError(f"wrong number of args for {name}: want at least 1 got 0")
+            value: Any = None
+            for arg in args:  # short-circuit: later operands are not evaluated
+                value = self._arg(arg, labels)
+                if _go_truth(value) is (name == "or"):
+                    return value
+            return value
+        values = [self._arg(arg, labels) for arg in args]
+        arity = {"not": 1, "eq": None, "ne": 2, "lt": 2, "le": 2, "gt": 2, "ge": 2, "float64": 1,
+                 "count": 2, "contains": 2, "hasPrefix": 2, "hasSuffix": 2, "ToLower": 1,
+                 "ToUpper": 1}[name]  # fmt: skip
+        if (arity is not None and len(values) != arity) or (name == "eq" and len(values) < 2):
+            raise TemplateError(f"wrong number of args for {name}: want {arity or 2} got {len(values)}")
+        if name == "not":
+            return not _go_truth(values[0])
+        if name == "eq":
+            return any(_go_compare("eq", values[0], other) for other in values[1:])
+        if name in ("ne", "lt", "le", "gt", "ge"):
+            return _go_compare(name, values[0], values[1])
+        if name == "float64":
+            return _go_to_float64(values[0])
+        if name == "count":
+            return _go_regex_count(values[0], values[1])
+        text = [str(v) for v in values]
+        if name == "contains":  # sprig: contains(substr, s)
+            return text[0] in text[1]
+        if name == "hasPrefix":  # sprig: hasPrefix(prefix, s)
+            return text[1].startswith(text[0])
+        if name == "hasSuffix":
+            return text[1].endswith(text[0])
+        return text[0].lower() if name == "ToLower" else text[0].upper()
+
+
+def _go_print(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    # fmt's %v of a float (shortest %g) is not needed by any query here; not guessed at.
+    raise Unsupported("printing a number from a label_format template")
 
 
 # =================================================================================================
@@ -1086,7 +1456,31 @@ def _apply_filter(node: Any, state: LineState) -> bool:
     }[node.op]  # fmt: skip
 
 
+def _apply_label_format(stage: LabelFormat, state: LineState) -> None:
+    # Loki: LabelsFormatter.Process. Templates see the labels as a map[string]string with
+    # missingkey=zero (a missing label reads as ""); an execution error marks the line
+    # TemplateFormatErr and leaves that label unset.
+    snapshot: dict[str, str] | None = None
+    for name, tmpl, old in stage.items:
+        if old is not None:
+            value = state.get(old)
+            if value is not None:
+                state.parsed[name] = value
+                state.parsed.pop(old, None)
+            continue
+        if snapshot is None:
+            snapshot = {k: v for k, v in {**state.stream, **state.metadata, **state.parsed}.items()}
+        try:
+            state.parsed[name] = tmpl.execute(snapshot)
+        except TemplateError as exc:
+            state.set_error("TemplateFormatErr", str(exc))
+
+
 def _filter_labels(node: Any) -> list[str]:
+    if isinstance(node, LabelFormat):
+        # Loki: LabelsFormatter.RequiredLabelNames — the renamed labels and the template fields.
+        return [name for _, tmpl, old in node.items
+                for name in ([old] if old is not None else tmpl.fields())]
     if isinstance(node, BinaryFilter):
         return [*_filter_labels(node.left), *_filter_labels(node.right)]
     if isinstance(node, StringFilter):
@@ -1146,6 +1540,8 @@ class Extractor:
                     return None
             elif isinstance(stage, JsonStage):
                 _apply_json(stage, line, state, self.hints)
+            elif isinstance(stage, LabelFormat):
+                _apply_label_format(stage, state)
             elif not _apply_filter(stage, state):
                 return None
         unwrap = self.log.unwrap

@@ -25,11 +25,17 @@ from dataclasses import dataclass
 from mlobs.errors import ConfigError
 
 __all__ = [
+    "FLOAT64_MAX",
+    "AnyOf",
     "LabelFilter",
+    "NUMBER_REGEX",
+    "ValidityMark",
     "Matcher",
     "Selector",
     "count_query",
+    "format_duration",
     "parse_duration",
+    "parse_go_float",
     "quantile_query",
     "string_literal",
     "unwrap_dropped_query",
@@ -45,14 +51,43 @@ _DURATION = re.compile(
 )
 _DURATION_UNITS_S = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 
-# What Go's strconv.ParseFloat — the function behind `| unwrap` — accepts: decimal with optional
-# exponent, hexadecimal with a mandatory p exponent, and Inf/Infinity/NaN in any case. (Go also
-# accepts digit-separating underscores; such spellings would be counted as dropped.)
+# What Go's strconv.ParseFloat — the function behind `| unwrap` and numeric label filters —
+# accepts: decimal with optional exponent, hexadecimal with a mandatory p exponent, underscores
+# between digits (Go literal syntax), and Inf/Infinity (signed or not) and NaN (unsigned) in any
+# case. Checked against Go itself: "1_000" is 1000, "-nan" and " 1" are errors. Values that overflow
+# ("1e999") also fail to parse; no regular expression can say that, see parse_go_float.
+_D = r"[0-9](?:_?[0-9])*"
+_H = r"[0-9a-f](?:_?[0-9a-f])*"
 NUMBER_REGEX = (
-    r"[+-]?(?i:(?:[0-9]+[.]?[0-9]*|[.][0-9]+)(?:e[+-]?[0-9]+)?"
-    r"|0x(?:[0-9a-f]+[.]?[0-9a-f]*|[.][0-9a-f]+)p[+-]?[0-9]+"
-    r"|inf(?:inity)?|nan)"
+    rf"(?i:[+-]?(?:(?:{_D}(?:[.](?:{_D})?)?|[.]{_D})(?:e[+-]?{_D})?"
+    rf"|0x(?:_?{_H}(?:[.](?:{_H})?)?|[.]{_H})p[+-]?{_D}"
+    r"|inf(?:inity)?)|nan)"
 )
+_GO_FLOAT = re.compile(NUMBER_REGEX)
+
+# The largest finite float64: `x <= FLOAT64_MAX` is false for +Inf and NaN.
+FLOAT64_MAX = 1.7976931348623157e308
+
+
+def parse_go_float(text: str) -> float | None:
+    """``strconv.ParseFloat(text, 64)`` — the number, or None where Go returns an error
+    (bad syntax, or a value out of float64's range)."""
+    if not isinstance(text, str) or not _GO_FLOAT.fullmatch(text):
+        return None
+    lower = text.lower().lstrip("+")
+    if lower in ("inf", "infinity", "nan") or lower in ("-inf", "-infinity"):
+        return float(lower)
+    digits = text.replace("_", "")
+    try:
+        if "x" in lower:
+            sign = -1.0 if digits.startswith("-") else 1.0
+            value = sign * float.fromhex(digits.lstrip("+-"))
+        else:
+            value = float(digits)
+    except (OverflowError, ValueError):
+        return None
+    return None if math.isinf(value) else value
+
 
 # Labels Loki sets itself; they are never JSON fields to extract.
 _INTERNAL_LABELS = frozenset({"__error__", "__error_details__"})
@@ -122,6 +157,22 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ConfigError(f"duration {text!r} is zero", hint="a query window must be positive")
     return float(seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Loki range duration for a whole number of seconds: 3600 → ``1h``, 5400 → ``1h30m``.
+
+    Uses d, h, m and s only (Prometheus' y and w are exact multiples too, but read worse).
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds != int(seconds) \
+            or seconds <= 0:
+        raise ConfigError(f"a query window must be a positive whole number of seconds, got {seconds!r}")
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
 
 
 # --- stream selectors -----------------------------------------------------------------------------
@@ -381,15 +432,88 @@ def _number(value: int | float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
+@dataclass(frozen=True)
+class AnyOf:
+    """Label filters joined with ``or`` in one stage: ``model_version="v2" or model_version="v1"``."""
+
+    filters: tuple[LabelFilter, ...]
+
+    def __post_init__(self) -> None:
+        if not self.filters or not all(isinstance(f, LabelFilter) for f in self.filters):
+            raise ConfigError("AnyOf needs at least one LabelFilter")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.field for f in self.filters))
+
+    def __str__(self) -> str:
+        return " or ".join(map(str, self.filters))
+
+
+# A zero written in decimal ("0", "0.0", "-0", ".0e3"): where the template's float64 returns 0 —
+# which it also does when the text is not a number — this tells the two apart. Every string it
+# matches is one strconv.ParseFloat reads; rarer zero spellings ("0x0p0", "0_0") and positive values
+# too small for float64 ("1e-400") are sorted with the non-numbers, the same way in every source.
+ZERO_REGEX = r"[+-]?(?:0+[.]?0*|[.]0+)(?:[eE][+-]?[0-9]+)?"
+_ZERO = re.compile(ZERO_REGEX)
+
+
+@dataclass(frozen=True)
+class ValidityMark:
+    """A ``label_format`` stage that sorts lines by one numeric field into three labelled groups.
+
+    ``<label>`` becomes ``absent`` (the field is missing, null or empty), ``yes`` (it is a finite
+    number ≥ 0, as ``unwrap`` would read it) or ``no`` (anything else: text, NaN, ±Inf, negative,
+    out of float64's range). Built only from template functions Loki documents: ``eq``/``ne``/``ge``/
+    ``le``/``and``/``or`` (Go's text/template), ``float64`` (the string as a float64; 0 when it is
+    not a number) and ``count`` (regex matches) — the regex is compiled only for lines whose value
+    reads as 0, to tell a written zero from a parse failure (see ZERO_REGEX for the rare spellings
+    that land on ``no``).
+    """
+
+    label: str
+    field: str
+
+    def __post_init__(self) -> None:
+        validate_label_name(self.label)
+        validate_label_name(self.field, what="field name")
+
+    def template(self) -> str:
+        v = f"(float64 .{self.field})"
+        zero = "^(?:" + ZERO_REGEX + ")$"
+        return (
+            f'{{{{ if eq .{self.field} "" }}}}absent'
+            f"{{{{ else if and (ge {v} 0.0) (le {v} {FLOAT64_MAX!r}) "
+            f"(or (ne {v} 0.0) (count `{zero}` .{self.field})) }}}}yes"
+            "{{ else }}no{{ end }}"
+        )
+
+    @staticmethod
+    def classify(value: str | None) -> str:
+        """What the template writes for ``value`` (the same rules, evaluated here)."""
+        if value is None or value == "":
+            return "absent"
+        number = parse_go_float(value)
+        number = 0.0 if number is None else number  # float64: 0 when ParseFloat fails
+        if 0.0 <= number <= FLOAT64_MAX and (number != 0.0 or _ZERO.fullmatch(value)):
+            return "yes"
+        return "no"
+
+    def __str__(self) -> str:
+        return f"label_format {self.label}={string_literal(self.template())}"
+
+
 # --- query builders --------------------------------------------------------------------------------
 
 
 def count_query(
     selector: Selector | str,
     window: str,
-    filters: Iterable[LabelFilter] = (),
+    filters: Iterable[LabelFilter | AnyOf] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
+    marks: Iterable[ValidityMark] = (),
+    offset: str | None = None,
 ) -> str:
     """Count JSON log lines matching ``filters`` in ``window``, one series per ``by`` group.
 
@@ -397,12 +521,17 @@ def count_query(
     (JSONParserErr) and lines where a numeric filter met a non-numeric value (LabelFilterErr —
     which ``| json f="f"`` causes for every line that lacks ``f``, since the parser then sets it to
     ""). Placed before the filters, the second kind would fail the whole query with HTTP 400.
+    ``marks`` (after the parser, before the filters) add derived labels that ``by`` may group on;
+    ``offset`` shifts the window back (a sub-window of a longer one).
     """
     sel, filt, groups = _common(selector, filters, by)
+    marks = _marks(marks)
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [f.field for f in filt], groups)
-    pipeline = _pipeline(sel, fields, [*map(str, filt), '__error__=""'])
-    return f"sum by ({', '.join(groups)}) (count_over_time({pipeline} [{window}]))"
+    derived = {m.label for m in marks}
+    fields = _json_fields(sel, json_fields, [*_filter_fields(filt, derived), *(m.field for m in marks)],
+                          [g for g in groups if g not in derived])
+    pipeline = _pipeline(sel, fields, [*map(str, marks), *map(str, filt), '__error__=""'])
+    return f"sum by ({', '.join(groups)}) (count_over_time({pipeline} [{window}]{_offset(offset)}))"
 
 
 def quantile_query(
@@ -410,23 +539,29 @@ def quantile_query(
     q: float,
     field: str,
     window: str,
-    filters: Iterable[LabelFilter] = (),
+    filters: Iterable[LabelFilter | AnyOf] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
+    marks: Iterable[ValidityMark] = (),
 ) -> str:
     """The ``q`` quantile of the numeric JSON field ``field`` over ``window``, per ``by`` group.
 
     Lines where ``field`` is missing or null yield no sample (Loki skips them); lines where it is
     not a number are dropped by the ``__error__=""`` guard after the unwrap — count those with
-    :func:`unwrap_dropped_query` so a report can say how many were ignored.
+    :func:`unwrap_dropped_query` (or a :class:`ValidityMark`) so a report can say how many were
+    ignored. ``marks`` come after the parser, so ``filters`` can require ``<mark>="yes"``.
     """
     if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= 1:
         raise ConfigError(f"quantile {q!r} must be a number between 0 and 1")
     sel, filt, groups = _common(selector, filters, by)
+    marks = _marks(marks)
     field = validate_label_name(field, what="field name")
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [field, *(f.field for f in filt)], groups)
-    pipeline = _pipeline(sel, fields, [*map(str, filt), f"unwrap {field}", '__error__=""'])
+    derived = {m.label for m in marks}
+    needed = [field, *_filter_fields(filt, derived), *(m.field for m in marks)]
+    fields = _json_fields(sel, json_fields, needed, [g for g in groups if g not in derived])
+    stages = [*map(str, marks), *map(str, filt), f"unwrap {field}", '__error__=""']
+    pipeline = _pipeline(sel, fields, stages)
     return f"quantile_over_time({_number(q)}, {pipeline} [{window}]) by ({', '.join(groups)})"
 
 
@@ -448,7 +583,7 @@ def unwrap_dropped_query(
     sel, filt, groups = _common(selector, filters, by)
     field = validate_label_name(field, what="field name")
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [field, *(f.field for f in filt)], groups)
+    fields = _json_fields(sel, json_fields, [field, *_filter_fields(filt, set())], groups)
     stages = [
         *map(str, filt),
         '__error__=""',
@@ -460,17 +595,36 @@ def unwrap_dropped_query(
 
 
 def _common(
-    selector: Selector | str, filters: Iterable[LabelFilter], by: Iterable[str]
-) -> tuple[Selector, list[LabelFilter], list[str]]:
+    selector: Selector | str, filters: Iterable[LabelFilter | AnyOf], by: Iterable[str]
+) -> tuple[Selector, list[LabelFilter | AnyOf], list[str]]:
     sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
     filt = list(filters)
     for item in filt:
-        if not isinstance(item, LabelFilter):
+        if not isinstance(item, LabelFilter | AnyOf):
             raise ConfigError(f"expected a LabelFilter, got {type(item).__name__}")
     if isinstance(by, str):
         raise ConfigError(f"'by' must be a list of label names, not the string {by!r}")
     groups = [validate_label_name(name, what="grouping label") for name in by]
     return sel, filt, list(dict.fromkeys(groups))
+
+
+def _filter_fields(filters: Iterable[LabelFilter | AnyOf], derived: set[str]) -> list[str]:
+    names = [name for f in filters for name in (f.fields if isinstance(f, AnyOf) else (f.field,))]
+    return [name for name in names if name not in derived]
+
+
+def _marks(marks: Iterable[ValidityMark]) -> list[ValidityMark]:
+    out = list(marks)
+    if not all(isinstance(m, ValidityMark) for m in out):
+        raise ConfigError("marks must be ValidityMark stages")
+    return out
+
+
+def _offset(offset: str | None) -> str:
+    if offset is None:
+        return ""
+    parse_duration(offset)
+    return f" offset {offset}"
 
 
 def _window(window: str) -> str:

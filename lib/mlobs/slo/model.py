@@ -37,12 +37,53 @@ class Scope:
         return ()
 
 
+@dataclass(frozen=True)
+class CountRequest:
+    """Lines in scope (its model version included) that pass ``filters``, grouped by ``by``."""
+
+    scope: Scope
+    filters: tuple[Filter, ...] = ()
+    by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuantileRequest:
+    """The ``q`` quantile of ``field`` over the lines in scope that pass ``filters`` and whose
+    ``field`` is a valid number (see :data:`VALID`)."""
+
+    scope: Scope
+    q: float
+    field: str
+    filters: tuple[Filter, ...] = ()
+
+
+@dataclass(frozen=True)
+class DroppedRequest:
+    """Lines in scope that pass ``filters`` and have a ``field`` that is not a valid number."""
+
+    scope: Scope
+    field: str
+    filters: tuple[Filter, ...] = ()
+
+
+Request = CountRequest | QuantileRequest | DroppedRequest
+
+# Filter op: the field is a finite number ≥ 0 as Loki's unwrap reads it (see logql.ValidityMark).
+VALID = "valid"
+
+
+def valid_number(field: str) -> Filter:
+    return Filter(field, VALID, "")
+
+
 @dataclass
 class Measured:
-    """A number from a source and the exact query that produced it."""
+    """A number from a source and the exact query that produced it (several, one per line, when a
+    long window was answered in sub-windows); ``note`` says why a value is missing, if known."""
 
     value: float | None
     query: str
+    note: str = ""
 
 
 @dataclass

@@ -1,0 +1,366 @@
+"""Plan before querying: everything a run needs from Loki, in the fewest queries, concurrently.
+
+The checks ask for three kinds of measurement (:mod:`mlobs.slo.model`). Per stream selector and
+window, the plan answers
+
+- every count and every dropped-line count with ONE count query, grouped by each label the
+  requests filter or group on (status, class, model version when versions are compared) plus a
+  derived ``mlobs_valid_<field>`` label (``yes``/``no``/``absent``, see
+  :class:`mlobs.loki.logql.ValidityMark`) when a request needs to know whether a latency is a
+  number; each request is then summed from the groups it covers, with the same filter semantics
+  Loki applies (:func:`mlobs.slo.source.passes`);
+- every quantile with one query per quantile, ``by (model_version)`` when two versions are
+  compared.
+
+A request alone in its group keeps its filters in the query (the smallest query for it). Each
+answer carries the exact query it came from. Queries run concurrently (bounded), each with the
+client's retries, Retry-After handling and deadline.
+
+Long windows: a count window longer than Loki's ``max_query_length`` (721 h by default; a smaller
+limit is read from Loki's refusal) or a count query that times out is split into sub-windows
+(``offset``), and the counts are summed — exactly, since the sub-windows partition the window.
+A quantile cannot be combined from sub-window quantiles: such a quantile comes back empty with a
+note saying why, and its check is inconclusive. If the merged count query has more series than
+Loki allows (``max_query_series``), the plan falls back to one query per request.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from mlobs.errors import MlobsError, SourceUnavailable
+from mlobs.logschema import LogFields
+from mlobs.slo.model import (
+    VALID,
+    Counted,
+    CountRequest,
+    DroppedRequest,
+    Filter,
+    Measured,
+    QuantileRequest,
+    Request,
+)
+from mlobs.slo.source import Answer, passes
+
+DEFAULT_MAX_QUERY_LENGTH_S = 721 * 3600  # Loki's limits_config.max_query_length default
+MIN_SPLIT_S = 60  # a count that times out on a minute of logs is not split further
+
+_TOO_LONG = re.compile(r"the query time range exceeds the limit \(query length: [^,]+, limit: ([^)]+)\)")
+_TOO_MANY_SERIES = "maximum number of series"
+
+
+def mark_label(field_name: str) -> str:
+    return f"mlobs_valid_{field_name}"
+
+
+@dataclass(frozen=True)
+class _Base:
+    """What requests must share to be answered by one query."""
+
+    selector: str
+    window: str
+    window_s: float
+    end: float
+    fields: LogFields
+
+
+@dataclass
+class _Job:
+    """One logical query: text per (window, offset), its requests, and what came back."""
+
+    kind: str  # "count" | "quantile"
+    base: _Base
+    requests: list[Request]
+    build: Callable[[str, str | None], str]  # (window, offset) -> LogQL
+    client_filters: bool = False  # filters evaluated on the returned groups (merged counts)
+    version_label: str | None = None  # grouped by model version (two versions compared)
+    samples: dict[tuple[tuple[str, str], ...], float] = field(default_factory=lambda: defaultdict(float))
+    queries: list[str] = field(default_factory=list)
+    error: MlobsError | None = None
+    note: str = ""
+    fallback: list[_Job] | None = None  # one job per request, after too many series
+
+    @property
+    def query_text(self) -> str:
+        return "\n".join(self.queries)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One query of a job: the whole window as written (``window_s`` None), or a sub-window of
+    ``window_s`` seconds ending ``offset_s`` seconds before the window's end."""
+
+    job: _Job
+    window_s: int | None = None
+    offset_s: int = 0
+
+
+class LokiPlan:
+    def __init__(self, client, *, concurrency: int = 4,
+                 max_query_length_s: float = DEFAULT_MAX_QUERY_LENGTH_S,
+                 min_split_s: int = MIN_SPLIT_S) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.client = client
+        self.concurrency = concurrency
+        self.max_query_length_s = max_query_length_s
+        self.min_split_s = min_split_s
+        self.queries_sent = 0
+        self._lock = threading.Lock()
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def jobs(self, requests: list[Request]) -> list[_Job]:
+        by_base: dict[_Base, list[Request]] = defaultdict(list)
+        for request in requests:
+            s = request.scope
+            by_base[_Base(s.selector, s.window, s.window_s, s.end, s.fields)].append(request)
+        jobs: list[_Job] = []
+        for base, group in by_base.items():
+            counts = [r for r in group if isinstance(r, CountRequest | DroppedRequest)]
+            if counts:
+                jobs.append(self._count_job(base, counts))
+            quantiles: dict[tuple, list[QuantileRequest]] = defaultdict(list)
+            for r in group:
+                if isinstance(r, QuantileRequest):
+                    quantiles[(r.q, r.field, r.filters, r.scope.model_version is None)].append(r)
+            jobs += [self._quantile_job(base, rs) for rs in quantiles.values()]
+        return jobs
+
+    def _count_job(self, base: _Base, requests: list[Request]) -> _Job:
+        from mlobs.loki import logql
+
+        version_field = base.fields.model_version
+        versions = list(dict.fromkeys(r.scope.model_version for r in requests))
+        marks = list(dict.fromkeys(
+            [f.field for r in requests for f in r.filters if f.op == VALID]
+            + [r.field for r in requests if isinstance(r, DroppedRequest)]))
+        mark_stages = [logql.ValidityMark(mark_label(name), name) for name in marks]
+        server: list = []
+        if len(versions) == 1:
+            if versions[0] is not None:
+                server.append(logql.LabelFilter(version_field, "=", versions[0]))
+        elif None not in versions:
+            server.append(logql.AnyOf(tuple(logql.LabelFilter(version_field, "=", v) for v in versions)))
+        by_version = len(versions) > 1
+
+        if len(requests) == 1:  # alone: its filters go into the query, grouped by its own labels
+            (request,) = requests
+            for f in request.filters:
+                server.append(_label_filter(f))
+            if isinstance(request, DroppedRequest):
+                server.append(logql.LabelFilter(mark_label(request.field), "=", "no"))
+            by = list(request.by) if isinstance(request, CountRequest) else []
+            client_filters = False
+        else:
+            names: list[str] = []
+            for r in requests:
+                names += list(r.by) if isinstance(r, CountRequest) else []
+                names += [f.field for f in r.filters if f.op != VALID]
+            by = [*dict.fromkeys(names), *(m.label for m in mark_stages)]
+            client_filters = True
+        if by_version:
+            by.append(version_field)
+
+        def build(window: str, offset: str | None) -> str:
+            return logql.count_query(base.selector, window, filters=server, by=by,
+                                     marks=mark_stages, offset=offset)
+
+        return _Job("count", base, list(requests), build, client_filters=client_filters,
+                    version_label=version_field if by_version else None)
+
+    def _quantile_job(self, base: _Base, requests: list[QuantileRequest]) -> _Job:
+        from mlobs.loki import logql
+
+        first = requests[0]
+        version_field = base.fields.model_version
+        versions = list(dict.fromkeys(r.scope.model_version for r in requests))
+        mark = logql.ValidityMark(mark_label(first.field), first.field)
+        filters: list = []
+        if len(versions) == 1:
+            if versions[0] is not None:
+                filters.append(logql.LabelFilter(version_field, "=", versions[0]))
+        else:
+            filters.append(logql.AnyOf(tuple(logql.LabelFilter(version_field, "=", v) for v in versions)))
+        filters += [_label_filter(f) for f in first.filters]
+        filters.append(logql.LabelFilter(mark.label, "=", "yes"))
+        by = [version_field] if len(versions) > 1 else []
+
+        def build(window: str, offset: str | None) -> str:
+            return logql.quantile_query(base.selector, first.q, first.field, window,
+                                        filters=filters, by=by, marks=[mark])
+
+        return _Job("quantile", base, list(requests), build,
+                    version_label=version_field if len(versions) > 1 else None)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def answer(self, requests: list[Request]) -> dict[Request, Answer]:
+        jobs = self.jobs(requests)
+        self.run(jobs)
+        answers: dict[Request, Answer] = {}
+        for job in jobs:
+            for request in job.requests:
+                answers[request] = self._answer(job, request)
+        return answers
+
+    def run(self, jobs: list[_Job]) -> None:
+        """Send every job's queries, at most ``concurrency`` at a time; split where needed."""
+        from mlobs.loki import logql
+
+        first = [piece for job in jobs for piece in self._pieces(job)]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="loki") as pool:
+            running: dict[Future, _Piece] = {}
+
+            def submit(piece: _Piece) -> None:
+                running[pool.submit(self._send, piece)] = piece
+
+            for piece in first:
+                submit(piece)
+            try:
+                while running:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for future in done:
+                        piece = running.pop(future)
+                        for follow_up in self._settle(piece, future, logql):
+                            submit(follow_up)
+            except SourceUnavailable:
+                for future in running:
+                    future.cancel()
+                raise
+
+    def _pieces(self, job: _Job) -> list[_Piece]:
+        whole = _whole_seconds(job.base.window_s)
+        if job.kind == "count" and whole is not None and whole > self.max_query_length_s:
+            return self._split(job, whole, 0, int(self.max_query_length_s))
+        return [_Piece(job)]
+
+    def _send(self, piece: _Piece) -> tuple[str, list]:
+        from mlobs.loki import logql
+
+        job = piece.job
+        if piece.window_s is None:
+            window, offset = job.base.window, None
+        else:
+            window = logql.format_duration(piece.window_s)
+            offset = logql.format_duration(piece.offset_s) if piece.offset_s else None
+        query = job.build(window, offset)
+        with self._lock:
+            self.queries_sent += 1
+        return query, self.client.instant(query, at=job.base.end, fail_fast_timeouts=True)
+
+    def _settle(self, piece: _Piece, future: Future, logql) -> list[_Piece]:
+        """Record a finished query; return the sub-window queries to send instead, if any."""
+        from mlobs.loki.client import LokiQueryError, LokiTimeout
+
+        job = piece.job
+        try:
+            query, samples = future.result()
+        except LokiTimeout as exc:
+            span = piece.window_s if piece.window_s is not None else _whole_seconds(job.base.window_s)
+            if job.kind == "count" and span is not None and span >= 2 * self.min_split_s:
+                return self._split(job, span, piece.offset_s, span // 2 + span % 2)
+            if job.kind == "quantile":
+                job.note = (f"The quantile query timed out ({exc.one_line()}); a quantile cannot "
+                            "be combined from sub-window quantiles, so it was not split — use a "
+                            "shorter window or a narrower selector.")
+                return []
+            raise
+        except LokiQueryError as exc:
+            limit = _TOO_LONG.search(exc.loki_message or "")
+            if limit is not None:
+                limit_s = int(logql.parse_duration(limit.group(1).strip()))
+                span = piece.window_s if piece.window_s is not None else _whole_seconds(job.base.window_s)
+                if job.kind == "count" and limit_s >= 1 and span is not None and span > limit_s:
+                    return self._split(job, span, piece.offset_s, limit_s)
+                if job.kind == "quantile":
+                    job.note = (f"Loki refuses windows longer than its max_query_length "
+                                f"({logql.format_duration(limit_s)}); counts are summed over "
+                                "sub-windows, but a quantile cannot be combined from sub-window "
+                                f"quantiles — use a window of at most {logql.format_duration(limit_s)}.")
+                    return []
+            if (_TOO_MANY_SERIES in (exc.loki_message or "") and job.kind == "count"
+                    and len(job.requests) > 1):
+                return self._fall_back(job)
+            job.error = exc
+            return []
+        except SourceUnavailable:
+            raise
+        except MlobsError as exc:
+            job.error = exc
+            return []
+        job.queries.append(query)
+        for sample in samples:
+            job.samples[tuple(sorted(sample.labels.items()))] += sample.value
+        return []
+
+    def _split(self, job: _Job, span: int, offset: int, size: int) -> list[_Piece]:
+        pieces = []
+        end = offset
+        while end < offset + span:
+            length = min(size, offset + span - end)
+            pieces.append(_Piece(job, length, end))
+            end += length
+        return pieces
+
+    def _fall_back(self, job: _Job) -> list[_Piece]:
+        """Too many series for one query: one query per request instead (same answers)."""
+        job.fallback = [self._count_job(job.base, [r]) for r in job.requests]
+        return [piece for sub in job.fallback for piece in self._pieces(sub)]
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def _answer(self, job: _Job, request: Request) -> Answer:
+        if job.fallback is not None:
+            return self._answer(job.fallback[job.requests.index(request)], request)
+        if job.error is not None:
+            return job.error
+        query = job.query_text
+        if job.kind == "quantile":
+            assert isinstance(request, QuantileRequest)
+            if job.note:
+                return Measured(None, job.query_text or job.build(job.base.window, None), job.note)
+            wanted = request.scope.model_version
+            values = [v for labels, v in job.samples.items()
+                      if job.version_label is None or dict(labels).get(job.version_label, "") == wanted]
+            if len(values) > 1:  # by () gives one series; more means the query is wrong
+                from mlobs.errors import ConfigError
+
+                return ConfigError(f"quantile query returned {len(values)} series, expected 1: {query}")
+            value = values[0] if values else None
+            return Measured(None if value is None or value != value else value, query)
+        groups: dict[tuple[str, ...], float] = defaultdict(float)
+        total = 0.0
+        for key, value in job.samples.items():
+            labels = dict(key)
+            if job.version_label is not None and request.scope.model_version is not None \
+                    and labels.get(job.version_label, "") != request.scope.model_version:
+                continue
+            if job.client_filters:
+                if not all(passes(f, labels, mark_label) for f in request.filters):
+                    continue
+                if isinstance(request, DroppedRequest) and labels.get(mark_label(request.field)) != "no":
+                    continue
+            if isinstance(request, CountRequest):
+                groups[tuple(labels.get(name, "") for name in request.by)] += value
+            total += value
+        if isinstance(request, DroppedRequest):
+            return Measured(total, query)
+        return Counted(dict(groups), query)
+
+
+def _label_filter(f: Filter):
+    from mlobs.loki import logql
+
+    if f.op == VALID:
+        return logql.LabelFilter(mark_label(f.field), "=", "yes")
+    return logql.LabelFilter(f.field, f.op, f.value)
+
+
+def _whole_seconds(seconds: float) -> int | None:
+    return int(seconds) if seconds == int(seconds) else None
