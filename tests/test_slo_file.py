@@ -162,7 +162,8 @@ def test_non_numeric_latency_lines_are_left_out_and_counted(tmp_path):
     _, data = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature")
     latency = data["scenarios"][0]["checks"][0]
     assert latency["n"] == 1197
-    assert "1 line(s) whose latency_ms is not a finite number ≥ 0 were left out" in latency["reason"]
+    # "n/a", null and a missing field: none of them is a latency the p99 can use
+    assert "3 line(s) without a latency_ms that is a finite number ≥ 0 were left out" in latency["reason"]
 
 
 def test_model_version_filters_and_a_quote_cannot_escape(tmp_path):

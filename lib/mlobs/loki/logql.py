@@ -29,10 +29,10 @@ __all__ = [
     "AnyOf",
     "LabelFilter",
     "NUMBER_REGEX",
-    "ValidityMark",
     "Matcher",
     "Selector",
     "count_query",
+    "finite_number_filters",
     "format_duration",
     "parse_duration",
     "parse_go_float",
@@ -450,57 +450,18 @@ class AnyOf:
         return " or ".join(map(str, self.filters))
 
 
-# A zero written in decimal ("0", "0.0", "-0", ".0e3"): where the template's float64 returns 0 —
-# which it also does when the text is not a number — this tells the two apart. Every string it
-# matches is one strconv.ParseFloat reads; rarer zero spellings ("0x0p0", "0_0") and positive values
-# too small for float64 ("1e-400") are sorted with the non-numbers, the same way in every source.
-ZERO_REGEX = r"[+-]?(?:0+[.]?0*|[.]0+)(?:[eE][+-]?[0-9]+)?"
-_ZERO = re.compile(ZERO_REGEX)
+def finite_number_filters(field: str) -> tuple[LabelFilter, LabelFilter]:
+    """``field >= 0`` and ``field <= 1.7976931348623157e+308``: the lines whose ``field`` is a
+    finite number ≥ 0 as ``unwrap`` reads it (Go's ParseFloat).
 
-
-@dataclass(frozen=True)
-class ValidityMark:
-    """A ``label_format`` stage that sorts lines by one numeric field into three labelled groups.
-
-    ``<label>`` becomes ``absent`` (the field is missing, null or empty), ``yes`` (it is a finite
-    number ≥ 0, as ``unwrap`` would read it) or ``no`` (anything else: text, NaN, ±Inf, negative,
-    out of float64's range). Built only from template functions Loki documents: ``eq``/``ne``/``ge``/
-    ``le``/``and``/``or`` (Go's text/template), ``float64`` (the string as a float64; 0 when it is
-    not a number) and ``count`` (regex matches) — the regex is compiled only for lines whose value
-    reads as 0, to tell a written zero from a parse failure (see ZERO_REGEX for the rare spellings
-    that land on ``no``).
+    NaN fails both comparisons and +Inf the second; -Inf and negatives fail the first; text,
+    "", and values out of float64's range ("1e999") fail to parse, which marks the line
+    ``LabelFilterErr`` for the query's ``__error__=""`` guard to drop. Numeric label filters are
+    the cheapest way to say this — a template (label_format) costs more per line than the JSON
+    parsing itself (measured against Loki, see bench/RESULTS.md).
     """
-
-    label: str
-    field: str
-
-    def __post_init__(self) -> None:
-        validate_label_name(self.label)
-        validate_label_name(self.field, what="field name")
-
-    def template(self) -> str:
-        v = f"(float64 .{self.field})"
-        zero = "^(?:" + ZERO_REGEX + ")$"
-        return (
-            f'{{{{ if eq .{self.field} "" }}}}absent'
-            f"{{{{ else if and (ge {v} 0.0) (le {v} {FLOAT64_MAX!r}) "
-            f"(or (ne {v} 0.0) (count `{zero}` .{self.field})) }}}}yes"
-            "{{ else }}no{{ end }}"
-        )
-
-    @staticmethod
-    def classify(value: str | None) -> str:
-        """What the template writes for ``value`` (the same rules, evaluated here)."""
-        if value is None or value == "":
-            return "absent"
-        number = parse_go_float(value)
-        number = 0.0 if number is None else number  # float64: 0 when ParseFloat fails
-        if 0.0 <= number <= FLOAT64_MAX and (number != 0.0 or _ZERO.fullmatch(value)):
-            return "yes"
-        return "no"
-
-    def __str__(self) -> str:
-        return f"label_format {self.label}={string_literal(self.template())}"
+    validate_label_name(field, what="field name")
+    return (LabelFilter(field, ">=", 0), LabelFilter(field, "<=", FLOAT64_MAX))
 
 
 # --- query builders --------------------------------------------------------------------------------
@@ -512,7 +473,6 @@ def count_query(
     filters: Iterable[LabelFilter | AnyOf] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
-    marks: Iterable[ValidityMark] = (),
     offset: str | None = None,
 ) -> str:
     """Count JSON log lines matching ``filters`` in ``window``, one series per ``by`` group.
@@ -521,16 +481,12 @@ def count_query(
     (JSONParserErr) and lines where a numeric filter met a non-numeric value (LabelFilterErr —
     which ``| json f="f"`` causes for every line that lacks ``f``, since the parser then sets it to
     ""). Placed before the filters, the second kind would fail the whole query with HTTP 400.
-    ``marks`` (after the parser, before the filters) add derived labels that ``by`` may group on;
     ``offset`` shifts the window back (a sub-window of a longer one).
     """
     sel, filt, groups = _common(selector, filters, by)
-    marks = _marks(marks)
     window = _window(window)
-    derived = {m.label for m in marks}
-    fields = _json_fields(sel, json_fields, [*_filter_fields(filt, derived), *(m.field for m in marks)],
-                          [g for g in groups if g not in derived])
-    pipeline = _pipeline(sel, fields, [*map(str, marks), *map(str, filt), '__error__=""'])
+    fields = _json_fields(sel, json_fields, _filter_fields(filt), groups)
+    pipeline = _pipeline(sel, fields, [*map(str, filt), '__error__=""'])
     return f"sum by ({', '.join(groups)}) (count_over_time({pipeline} [{window}]{_offset(offset)}))"
 
 
@@ -542,25 +498,21 @@ def quantile_query(
     filters: Iterable[LabelFilter | AnyOf] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
-    marks: Iterable[ValidityMark] = (),
 ) -> str:
     """The ``q`` quantile of the numeric JSON field ``field`` over ``window``, per ``by`` group.
 
     Lines where ``field`` is missing or null yield no sample (Loki skips them); lines where it is
-    not a number are dropped by the ``__error__=""`` guard after the unwrap — count those with
-    :func:`unwrap_dropped_query` (or a :class:`ValidityMark`) so a report can say how many were
-    ignored. ``marks`` come after the parser, so ``filters`` can require ``<mark>="yes"``.
+    not a number are dropped by the ``__error__=""`` guard after the unwrap (which also drops the
+    lines a numeric filter could not read) — count those with :func:`unwrap_dropped_query` or a
+    count with :func:`finite_number_filters`, so a report can say how many were ignored.
     """
     if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= 1:
         raise ConfigError(f"quantile {q!r} must be a number between 0 and 1")
     sel, filt, groups = _common(selector, filters, by)
-    marks = _marks(marks)
     field = validate_label_name(field, what="field name")
     window = _window(window)
-    derived = {m.label for m in marks}
-    needed = [field, *_filter_fields(filt, derived), *(m.field for m in marks)]
-    fields = _json_fields(sel, json_fields, needed, [g for g in groups if g not in derived])
-    stages = [*map(str, marks), *map(str, filt), f"unwrap {field}", '__error__=""']
+    fields = _json_fields(sel, json_fields, [field, *_filter_fields(filt)], groups)
+    stages = [*map(str, filt), f"unwrap {field}", '__error__=""']
     pipeline = _pipeline(sel, fields, stages)
     return f"quantile_over_time({_number(q)}, {pipeline} [{window}]) by ({', '.join(groups)})"
 
@@ -583,7 +535,7 @@ def unwrap_dropped_query(
     sel, filt, groups = _common(selector, filters, by)
     field = validate_label_name(field, what="field name")
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [field, *_filter_fields(filt, set())], groups)
+    fields = _json_fields(sel, json_fields, [field, *_filter_fields(filt)], groups)
     stages = [
         *map(str, filt),
         '__error__=""',
@@ -608,16 +560,8 @@ def _common(
     return sel, filt, list(dict.fromkeys(groups))
 
 
-def _filter_fields(filters: Iterable[LabelFilter | AnyOf], derived: set[str]) -> list[str]:
-    names = [name for f in filters for name in (f.fields if isinstance(f, AnyOf) else (f.field,))]
-    return [name for name in names if name not in derived]
-
-
-def _marks(marks: Iterable[ValidityMark]) -> list[ValidityMark]:
-    out = list(marks)
-    if not all(isinstance(m, ValidityMark) for m in out):
-        raise ConfigError("marks must be ValidityMark stages")
-    return out
+def _filter_fields(filters: Iterable[LabelFilter | AnyOf]) -> list[str]:
+    return [name for f in filters for name in (f.fields if isinstance(f, AnyOf) else (f.field,))]
 
 
 def _offset(offset: str | None) -> str:

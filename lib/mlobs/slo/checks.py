@@ -119,7 +119,8 @@ def latency_quantile(scope: Scope, settings: CheckSettings, percentile: float, t
         result.queries = _queries(n_counted, dropped)
         note = ""
         if dropped.value:
-            note = f" {int(dropped.value)} line(s) whose {field} is not a finite number ≥ 0 were left out."
+            note = (f" {int(dropped.value)} line(s) without a {field} that is a finite number ≥ 0 "
+                    "were left out.")
         if n == 0:
             result.reason = f"No requests with a {field} in the last {scope.window}." + note
             return result

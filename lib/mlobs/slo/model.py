@@ -59,7 +59,8 @@ class QuantileRequest:
 
 @dataclass(frozen=True)
 class DroppedRequest:
-    """Lines in scope that pass ``filters`` and have a ``field`` that is not a valid number."""
+    """Lines in scope that pass ``filters`` but whose ``field`` is not a valid number (missing,
+    text, NaN, ±Inf, negative): the lines a quantile of ``field`` leaves out."""
 
     scope: Scope
     field: str

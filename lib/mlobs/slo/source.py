@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
+from mlobs.loki.logql import FLOAT64_MAX, parse_go_float
 from mlobs.loki.logql import NUMBER_REGEX as NUMERIC
-from mlobs.loki.logql import ValidityMark, parse_go_float
 from mlobs.slo.model import (
     VALID,
     Counted,
@@ -82,14 +82,19 @@ def numeric_filter(field: str) -> Filter:
     return Filter(field, "=~", NUMERIC)
 
 
-def passes(f: Filter, labels: dict[str, str], mark_label=None) -> bool:
+def usable_number(value: str | None) -> float | None:
+    """The value as a quantile reads it — a finite number ≥ 0 as Go's ParseFloat reads it — or
+    None (missing, text, NaN, ±Inf, negative, out of range): what logql.finite_number_filters keep."""
+    number = parse_go_float(value) if value else None
+    return number if number is not None and 0 <= number <= FLOAT64_MAX else None
+
+
+def passes(f: Filter, labels: dict[str, str]) -> bool:
     """Whether a line (or a group of a count, by its labels) passes ``f``, as Loki's label filter
     would decide: absent labels read as ""; a numeric comparison with a value that is not a number
     is a LabelFilterErr, which the queries' ``__error__=""`` guard drops."""
     if f.op == VALID:
-        if mark_label is not None:
-            return labels.get(mark_label(f.field), "") == "yes"
-        return ValidityMark.classify(labels.get(f.field)) == "yes"
+        return usable_number(labels.get(f.field)) is not None
     value = labels.get(f.field, "")
     if f.op in ("=~", "!~"):
         found = re.fullmatch(str(f.value), value) is not None  # Loki's label regexes are anchored
@@ -218,18 +223,17 @@ class FileSource(Source):
             elif isinstance(request, QuantileRequest):
                 from mlobs.stats import quantile
 
-                values = [parse_go_float(labels[request.field]) for labels in selected
-                          if ValidityMark.classify(labels.get(request.field)) == "yes"]
+                values = [v for v in (usable_number(labels.get(request.field)) for labels in selected)
+                          if v is not None]
                 answers[request] = Measured(
                     quantile(values, request.q) if values else None,
                     f"{self.description}: quantile {request.q:g} of {request.field}"
                     f"{_describe(filters, ())} — {evidence}")
             else:
                 assert isinstance(request, DroppedRequest)
-                bad = sum(1 for labels in selected
-                          if ValidityMark.classify(labels.get(request.field)) == "no")
+                bad = sum(1 for labels in selected if usable_number(labels.get(request.field)) is None)
                 answers[request] = Measured(
-                    float(bad), f"{self.description}: {request.field} not a finite number ≥ 0"
+                    float(bad), f"{self.description}: no usable {request.field}"
                                 f"{_describe(filters, ())} — {evidence}")
         return answers
 
