@@ -1261,6 +1261,7 @@ class Stream:
 class Engine:
     def __init__(self, streams: Iterable[Stream]) -> None:
         self.streams = list(streams)
+        self.lines_scanned = 0  # entries of matching streams inside a queried window (benchmarks)
 
     def evaluate(self, expr: Any, times: list[int]) -> Result:
         if isinstance(expr, RangeAgg):
@@ -1280,6 +1281,7 @@ class Engine:
                 continue
             for ts, line, metadata in stream.entries:
                 if low < ts <= high:
+                    self.lines_scanned += 1
                     produced = extractor.process(stream.labels, line, metadata)
                     if produced is not None:
                         samples.append((ts, _key(produced[1]), produced[0]))
@@ -1415,6 +1417,14 @@ class LokiDouble:
     Use as a context manager; ``url`` is its base URL. ``discover_service_name``,
     ``discover_log_levels`` and ``align_range_steps`` mirror Loki 3.x defaults (the recordings
     show ``service_name="unknown_service"``, ``detected_level`` and step-aligned range results).
+
+    Limits, with Loki's defaults and messages (``limits_config``; recorded in
+    ``tests/loki-plan-recordings``): ``max_query_series`` (500) refuses an instant result with
+    more series; ``max_query_length`` (721h) refuses an instant query whose range is longer —
+    except, with ``split_instant_queries`` (Loki's query frontend splits those by interval), the
+    ``sum`` of a count/rate/bytes/sum_over_time aggregation, which a real Loki answers whole.
+    ``lines_scanned`` counts the log lines the queries read; ``max_in_flight`` the most queries
+    served at once (for benchmarks and concurrency tests).
     """
 
     def __init__(
@@ -1423,10 +1433,19 @@ class LokiDouble:
         discover_service_name: bool = True,
         discover_log_levels: bool = True,
         align_range_steps: bool = True,
+        max_query_series: int = 500,
+        max_query_length_s: int = 721 * 3600,
+        split_instant_queries: bool = True,
     ) -> None:
         self.discover_service_name = discover_service_name
         self.discover_log_levels = discover_log_levels
         self.align_range_steps = align_range_steps
+        self.max_query_series = max_query_series
+        self.max_query_length_s = max_query_length_s
+        self.split_instant_queries = split_instant_queries
+        self.lines_scanned = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._streams: dict[LabelKey, Stream] = {}
         self._faults: list[_Fault] = []
         self._requests: list[RecordedRequest] = []
@@ -1529,6 +1548,17 @@ class LokiDouble:
         with self._lock:
             self._requests.append(RecordedRequest(method, path, dict(params), dict(headers), body))
             fault = self._faults.pop(0) if self._faults else None
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return self._handle(fault, method, path, params, body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _handle(
+        self, fault: _Fault | None, method: str, path: str, params: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         if fault is not None:
             time.sleep(fault.delay_s)
             if fault.status is not None:
@@ -1573,7 +1603,21 @@ class LokiDouble:
                 "query to a range query type"
             )
         at = _parse_time(params.get("time"), time.time_ns())
-        result = self._snapshot().evaluate(expr, [at])
+        self._check_length(expr)
+        engine = self._snapshot()
+        try:
+            result = engine.evaluate(expr, [at])
+        finally:
+            with self._lock:
+                self.lines_scanned += engine.lines_scanned
+        if len(result) > self.max_query_series:
+            # Loki: logqlmodel.NewSeriesLimitError, HTTP 400.
+            raise QueryError(
+                f"maximum number of series ({self.max_query_series}) reached for a single query; "
+                "consider reducing query cardinality by adding more specific stream selectors, "
+                "reducing the time range, or aggregating results with functions like sum(), "
+                "count() or topk()"
+            )
         vector = [
             {
                 "metric": dict(key),
@@ -1604,7 +1648,12 @@ class LokiDouble:
             start -= start % step
             end += -end % step
         times = list(range(start, end + 1, step))
-        result = self._snapshot().evaluate(expr, times)
+        engine = self._snapshot()
+        try:
+            result = engine.evaluate(expr, times)
+        finally:
+            with self._lock:
+                self.lines_scanned += engine.lines_scanned
         matrix = [
             {
                 "metric": dict(key),
@@ -1617,6 +1666,50 @@ class LokiDouble:
             for key, points in sorted(result.items())
         ]
         return {"resultType": "matrix", "result": matrix}
+
+
+    def _check_length(self, expr: Any) -> None:
+        """Loki's limits middleware: an instant query may not look back further than
+        max_query_length, unless the frontend split it (see the class docstring)."""
+        inner = expr.inner if isinstance(expr, VectorAgg) else expr
+        if not isinstance(inner, RangeAgg) or not self.max_query_length_s:
+            return
+        split = (self.split_instant_queries and isinstance(expr, VectorAgg) and expr.op == "sum"
+                 and inner.op in ("count_over_time", "rate", "bytes_over_time", "bytes_rate",
+                                  "sum_over_time"))  # fmt: skip
+        length_ns = inner.log.range_ns
+        if not split and length_ns > self.max_query_length_s * NS:
+            raise QueryError(
+                f"the query time range exceeds the limit (query length: {_go_duration(length_ns)}, "
+                f"limit: {_model_duration(self.max_query_length_s)})"
+            )
+
+
+def _go_duration(ns: int) -> str:
+    """time.Duration.String() for whole seconds: 800h0m0s, 1h30m0s, 45m0s, 30s."""
+    seconds = ns // NS
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _model_duration(seconds: int) -> str:
+    """Prometheus model.Duration.String(): 721h → 30d1h, 14d → 2w (years and weeks only when
+    they divide the rest exactly)."""
+    parts, left = [], seconds * 1000
+    for unit, size, exact in (("y", 365 * 86_400_000, True), ("w", 7 * 86_400_000, True),
+                              ("d", 86_400_000, False), ("h", 3_600_000, False),
+                              ("m", 60_000, False), ("s", 1000, False), ("ms", 1, False)):  # fmt: skip
+        if exact and left % size:
+            continue
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
 
 
 def _parse_time(value: str | None, default: int) -> int:

@@ -21,9 +21,10 @@ A request alone in its group keeps its filters in the query (the smallest query 
 answer carries the exact query it came from. Queries run concurrently (bounded), each with the
 client's retries, Retry-After handling and deadline.
 
-Long windows: a count window longer than Loki's ``max_query_length`` (721 h by default; a smaller
-limit is read from Loki's refusal) or a count query that times out is split into sub-windows
-(``offset``), and the counts are summed — exactly, since the sub-windows partition the window.
+Long windows: a count query that Loki refuses as longer than its ``max_query_length`` (721 h by
+default; the limit is read from the refusal — Loki 3.7's frontend splits ``sum`` of counts itself
+and answers them whole) or that times out is split into sub-windows (``offset``), and the counts
+are summed — exactly, since the sub-windows partition the window.
 A quantile cannot be combined from sub-window quantiles: such a quantile comes back empty with a
 note saying why, and its check is inconclusive. If a merged count query has more series than
 Loki allows (``max_query_series``), the plan falls back to one query per request.
@@ -52,7 +53,6 @@ from mlobs.slo.model import (
 )
 from mlobs.slo.source import Answer, passes
 
-DEFAULT_MAX_QUERY_LENGTH_S = 721 * 3600  # Loki's limits_config.max_query_length default
 MIN_SPLIT_S = 60  # a count that times out on a minute of logs is not split further
 
 _TOO_LONG = re.compile(r"the query time range exceeds the limit \(query length: [^,]+, limit: ([^)]+)\)")
@@ -102,14 +102,11 @@ class _Piece:
 
 
 class LokiPlan:
-    def __init__(self, client, *, concurrency: int = 4,
-                 max_query_length_s: float = DEFAULT_MAX_QUERY_LENGTH_S,
-                 min_split_s: int = MIN_SPLIT_S) -> None:
+    def __init__(self, client, *, concurrency: int = 4, min_split_s: int = MIN_SPLIT_S) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.client = client
         self.concurrency = concurrency
-        self.max_query_length_s = max_query_length_s
         self.min_split_s = min_split_s
         self.queries_sent = 0
         self._lock = threading.Lock()
@@ -222,9 +219,6 @@ class LokiPlan:
                 raise
 
     def _pieces(self, job: _Job) -> list[_Piece]:
-        whole = _whole_seconds(job.base.window_s)
-        if job.kind == "count" and whole is not None and whole > self.max_query_length_s:
-            return self._split(job, whole, 0, int(self.max_query_length_s))
         return [_Piece(job)]
 
     def _send(self, piece: _Piece) -> tuple[str, list]:
@@ -266,10 +260,11 @@ class LokiPlan:
                 if job.kind == "count" and limit_s >= 1 and span is not None and span > limit_s:
                     return self._split(job, span, piece.offset_s, limit_s)
                 if job.kind == "quantile":
-                    job.note = (f"Loki refuses windows longer than its max_query_length "
-                                f"({logql.format_duration(limit_s)}); counts are summed over "
-                                "sub-windows, but a quantile cannot be combined from sub-window "
-                                f"quantiles — use a window of at most {logql.format_duration(limit_s)}.")
+                    limit_text = logql.format_duration(limit_s)
+                    job.note = (f"Loki refuses a quantile over more than its max_query_length "
+                                f"({limit_text}), and a quantile cannot be combined from "
+                                f"sub-window quantiles (counts can) — use a window of at most "
+                                f"{limit_text}.")
                     return []
             if (_TOO_MANY_SERIES in (exc.loki_message or "") and job.kind == "count"
                     and len(job.requests) > 1):
