@@ -59,3 +59,60 @@ def test_the_double_answers_like_loki(double, name):
     assert answer["result"].keys() == expected.keys()
     for key, value in expected.items():
         assert math.isclose(answer["result"][key], value, rel_tol=1e-12), key
+
+
+# Each latency of the corpus as a quantile may use it — written out by hand from Go's ParseFloat
+# rules, independent of mlobs: a finite number ≥ 0, else None.
+USABLE_BY_HAND = {
+    12.5: 12.5, 80: 80.0, 150.25: 150.25, 0: 0.0, 7: 7.0, 99.5: 99.5, 3e2: 300.0, "42": 42.0,
+    "12.5": 12.5, "-5": None, "NaN": None, "Infinity": None, "-Infinity": None, "inf": None,
+    "1e999": None, "n/a": None, "": None, "1_000": 1000.0, "0x1p3": 8.0, "+5": 5.0, "12.5 ": None,
+    "-0": -0.0, None: None, "missing": None, 1e5: 100000.0, -3: None, "1e-400": 0.0,
+}  # fmt: skip
+
+
+def test_real_loki_counted_exactly_the_usable_latencies():
+    import numpy as np
+
+    usable = [USABLE_BY_HAND[v] for v in plan_corpus.LATENCIES if USABLE_BY_HAND[v] is not None]
+    per_version = 2 * len(usable)  # two pods
+    assert RECORDED["count_usable_latency"]["result"] == [{"metric": {}, "value": str(per_version)}]
+    assert float(RECORDED["p99_usable"]["result"][0]["value"]) == np.quantile(usable * 2, 0.99)
+    assert float(RECORDED["p50_usable"]["result"][0]["value"]) == np.quantile(usable * 2, 0.5)
+    total = sum(float(r["value"]) for r in RECORDED["count_by_status_class"]["result"])
+    assert total == 2 * len(plan_corpus.LATENCIES)  # every JSON line, usable latency or not
+
+
+def test_the_log_file_source_agrees_with_real_loki(tmp_path):
+    from datetime import UTC, datetime
+
+    from mlobs.slo.checks import CheckSettings, class_share, error_rate, latency_quantile
+    from mlobs.slo.model import Scope
+    from mlobs.slo.source import FileSource
+
+    with (tmp_path / "logs.jsonl").open("w") as fh:
+        for labels, ts, line in plan_corpus.lines():
+            if labels["function_name"] != "classifier":
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                fh.write(line + "\n")
+                continue
+            stamp = datetime.fromtimestamp(ts / 1e9, UTC).isoformat().replace("+00:00", "Z")
+            fh.write(json.dumps({"timestamp": stamp, **obj}) + "\n")
+    source = FileSource(tmp_path / "logs.jsonl")
+    scope = Scope(plan_corpus.SELECTOR, "1h", 3600.0, plan_corpus.T0 + 1, "v2")
+    settings = CheckSettings(min_samples=1)
+    latency = latency_quantile(scope, settings, 99, 150).evaluate(source)
+    assert latency.n == int(RECORDED["count_usable_latency"]["result"][0]["value"])
+    assert latency.value == float(RECORDED["p99_usable"]["result"][0]["value"])
+    errors = error_rate(scope, settings, 50).evaluate(source)
+    by_status: dict[str, float] = {}
+    for r in RECORDED["count_by_status_class"]["result"]:
+        by_status[r["metric"]["status_code"]] = by_status.get(r["metric"]["status_code"], 0) + float(r["value"])
+    assert errors.n == sum(by_status.values())
+    assert errors.value == sum(v for k, v in by_status.items() if int(k) >= 500) / errors.n
+    share = class_share(scope, settings, "tabby cat", 0, 100).evaluate(source)
+    ok = [r for r in RECORDED["count_by_status_class"]["result"] if int(r["metric"]["status_code"]) < 400]
+    assert share.n == sum(float(r["value"]) for r in ok)
