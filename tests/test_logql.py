@@ -445,32 +445,47 @@ def test_format_duration_refuses_what_is_not_a_whole_positive_second(bad: Any) -
         logql.format_duration(bad)
 
 
-def test_the_plans_filters_and_offsets_render_as_loki_reads_them() -> None:
+def test_the_plans_filters_marks_and_offsets_render_as_loki_reads_them() -> None:
     both = logql.AnyOf((LabelFilter("model_version", "=", "v2"), LabelFilter("model_version", "=", "v1")))
-    query = count_query(MAIN, "2h", [both, *logql.finite_number_filters("latency_ms")],
-                        by=["model_version"], offset="4h")
+    query = count_query(MAIN, "2h", [both, logql.UsableNumber("latency_ms")],
+                        by=["model_version", "mlobs_error"], offset="4h", mark=logql.ErrorMark("mlobs_error"))
     assert query == (
-        'sum by (model_version) (count_over_time({namespace="openfaas-fn", '
+        'sum by (model_version, mlobs_error) (count_over_time({namespace="openfaas-fn", '
         'function_name="pytorch-classifier"} | json model_version="model_version", '
-        'latency_ms="latency_ms" | model_version="v2" or model_version="v1" | latency_ms >= 0 | '
-        'latency_ms <= 1.7976931348623157e+308 | __error__="" [2h] offset 4h))'
+        'latency_ms="latency_ms" | model_version="v2" or model_version="v1" | '
+        "latency_ms < 1KB or latency_ms >= 1KB | latency_ms == 0 or latency_ms != 0 | "
+        'label_format mlobs_error="{{.__error__}}" | drop __error__, __error_details__ [2h] offset 4h))'
     )
     with pytest.raises(ConfigError):
         count_query(MAIN, "1h", offset="a while")
     with pytest.raises(ConfigError):
         logql.AnyOf(())
+    with pytest.raises(ConfigError):
+        logql.UsableNumber("latency ms")
 
 
-@pytest.mark.parametrize("value", ["12.5", "0", "-0", "1_000", "0x1p3", "+5", "1e5", "1e-400",
-                                   "NaN", "Infinity", "-Infinity", "inf", "-5", "1e999", "n/a", "",
-                                   "12.5 ", "1,5"])
-def test_the_usable_number_filters_agree_with_the_file_source(value: str) -> None:
-    from mlobs.slo.source import usable_number
+USABLE = {"12.5": 12.5, "0": 0.0, "5.": 5.0, ".5": 0.5, "00012": 12.0, "18446744073709551615": None,
+          "18446744073709551614.9": None, "1844674407370955161": 1844674407370955161.0,
+          "-0": None, "1_000": None, "0x1p3": None, "+5": None, "1e5": None, "1e-400": None,
+          "NaN": None, "Infinity": None, "-Infinity": None, "inf": None, "-5": None, "1e999": None,
+          "n/a": None, "": None, "12.5 ": None, " 12.5": None, "1,5": None, "1,000": None,
+          "12kb": None, "1.2.3": None, ".": None, "\u0661\u0662": None, "true": None}  # fmt: skip
 
+
+@pytest.mark.parametrize("value", sorted(USABLE))
+def test_usable_numbers_are_what_the_filters_let_through(value: str) -> None:
+    # On the double: a count with UsableNumber and the error guard counts the line exactly when
+    # usable_number reads a number (the file source's rule), and the mark says why otherwise.
+    assert logql.usable_number(value) == USABLE[value]
     with LokiDouble() as loki:
         client = LokiClient(loki.url, deadline=5)
         t0 = 1_800_000_000
         client.push([{"stream": {"app": "x"},
                       "values": [[str((t0 - 10) * 10**9), json.dumps({"latency_ms": value})]]}])
-        counted = client.instant(count_query('{app="x"}', "1h", logql.finite_number_filters("latency_ms")), t0)
-    assert (values(counted) == {(): 1}) == (usable_number(value) is not None)
+        usable = logql.UsableNumber("latency_ms")
+        counted = client.instant(count_query('{app="x"}', "1h", [usable]), t0)
+        marked = client.instant(count_query('{app="x"}', "1h", [usable], by=["mlobs_error"],
+                                            mark=logql.ErrorMark("mlobs_error")), t0)
+    assert (values(counted) == {(): 1}) == (USABLE[value] is not None)
+    expected = () if USABLE[value] is not None else (("mlobs_error", "LabelFilterErr"),)
+    assert values(marked) == {expected: 1}

@@ -168,7 +168,7 @@ def _assert_dropped(data, usable):
     assert check["verdict"] == "pass"  # not FAIL "nan ms" or "inf ms"
     assert check["n"] == len(usable) == 1500 - len(UNUSABLE)
     assert check["value"] == pytest.approx(float(np.quantile(usable, 0.99)), rel=1e-9)
-    assert (f"{len(UNUSABLE)} line(s) without a latency_ms that is a finite number ≥ 0 were left out"
+    assert (f"{len(UNUSABLE)} line(s) without a usable latency_ms (a plain number ≥ 0) were left out"
             in check["reason"])
 
 

@@ -163,7 +163,7 @@ def test_non_numeric_latency_lines_are_left_out_and_counted(tmp_path):
     latency = data["scenarios"][0]["checks"][0]
     assert latency["n"] == 1197
     # "n/a", null and a missing field: none of them is a latency the p99 can use
-    assert "3 line(s) without a latency_ms that is a finite number ≥ 0 were left out" in latency["reason"]
+    assert "3 line(s) without a usable latency_ms (a plain number ≥ 0) were left out" in latency["reason"]
 
 
 def test_model_version_filters_and_a_quote_cannot_escape(tmp_path):

@@ -25,6 +25,7 @@ import re
 import statistics
 import threading
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -320,17 +321,35 @@ _NUMBER = re.compile(
 _IDENT = re.compile(r"[^\W\d]\w*")
 _DURATION_RUNES = set("0123456789.nuµmshdwy")
 _BYTES_RUNES = set("0123456789.BikKMGTP")
-_BYTES_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
-                "gib": 1024**3, "tb": 1000**4, "tib": 1024**4, "pb": 1000**5, "pib": 1024**5}  # fmt: skip
+
+
+_HUMANIZE_UNITS = {"b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2, "gib": 1024**3,
+                   "gb": 1000**3, "tib": 1024**4, "tb": 1000**4, "pib": 1024**5, "pb": 1000**5,
+                   "eib": 1024**6, "eb": 1000**6, "": 1, "ki": 1024, "k": 1000, "mi": 1024**2,
+                   "m": 1000**2, "gi": 1024**3, "g": 1000**3, "ti": 1024**4, "t": 1000**4,
+                   "pi": 1024**5, "p": 1000**5, "ei": 1024**6, "e": 1000**6}  # fmt: skip
 
 
 def _parse_bytes(text: str) -> int:
-    """go-humanize ParseBytes, for the sizes a label value or literal may hold."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
-    unit = (match.group(2) if match else "x").lower() or "b"
-    if match is None or unit not in _BYTES_UNITS and unit + "b" not in _BYTES_UNITS:
-        raise ValueError(f"unhandled size name: {text}")
-    return int(float(match.group(1)) * _BYTES_UNITS.get(unit, _BYTES_UNITS.get(unit + "b", 1)))
+    """go-humanize's ParseBytes, as Loki's bytes label filters (and literals) read a value: the
+    leading run of digits, '.' and ',' (commas removed) through strconv.ParseFloat, times the unit
+    the rest names after trimming spaces; ≥ 2^64 is "too large"."""
+    run = 0
+    for ch in text:
+        if not (unicodedata.category(ch) == "Nd" or ch in ".,"):
+            break
+        run += 1
+    if not text[:run].isascii():
+        # Go slices the bytes by the count of runes: a multi-byte digit leaves broken UTF-8.
+        raise ValueError(f"strconv.ParseFloat: parsing {_go_quote(text[:run])}: invalid syntax")
+    number = _go_parse_float(text[:run].replace(",", ""))
+    extra = text[run:].strip().lower()
+    if extra not in _HUMANIZE_UNITS:
+        raise ValueError(f"unhandled size name: {extra}")
+    value = number * _HUMANIZE_UNITS[extra]
+    if value >= 2.0**64:
+        raise ValueError(f"too large: {text}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -528,6 +547,22 @@ class BinaryFilter:
     left: Any
     right: Any
     is_and: bool
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """``| label_format dst="{{.src}} text", dst2=src2``: templates (text and ``{{.label}}``
+    only) or renames."""
+
+    items: tuple[tuple[str, tuple[tuple[str, str], ...] | None, str | None], ...]
+
+
+@dataclass(frozen=True)
+class Drop:
+    """``| drop name, name="value", name=~"re"``."""
+
+    names: tuple[str, ...]
+    matchers: tuple[Matcher, ...]
 
 
 @dataclass(frozen=True)
@@ -775,10 +810,54 @@ class Parser:
             return JsonStage(tuple(params))
         if token.kind in ("IDENTIFIER", "OPEN_PARENTHESIS"):
             return self.label_filter()
-        if token.kind in ("LOGFMT", "REGEXP", "UNPACK", "PATTERN", "LINE_FMT", "LABEL_FMT",
-                          "DROP", "KEEP", "DECOLORIZE"):  # fmt: skip
+        if token.kind == "LABEL_FMT":
+            self.take()
+            return self.label_format()
+        if token.kind == "DROP":
+            self.take()
+            return self.drop()
+        if token.kind in ("LOGFMT", "REGEXP", "UNPACK", "PATTERN", "LINE_FMT",
+                          "KEEP", "DECOLORIZE"):  # fmt: skip
             raise Unsupported(f"the {token.text} stage")
         raise self.unexpected(token)
+
+    def label_format(self) -> LabelFormat:
+        items = []
+        while True:
+            name = self.expect("IDENTIFIER").value
+            self.expect("EQ")
+            value = self.take()
+            if value.kind == "STRING":
+                items.append((name, _simple_template(value.value), None))
+            elif value.kind == "IDENTIFIER":
+                items.append((name, None, value.value))
+            else:
+                raise self.unexpected(value)
+            if self.peek().kind != "COMMA":
+                break
+            self.take()
+        names = [name for name, _, _ in items]
+        for name in names:
+            # Loki: LabelsFormatter's validate(), at parse time.
+            if name == "__error__":
+                raise ParseError("__error__ cannot be formatted")
+            if names.count(name) > 1:
+                raise ParseError(f"multiple label name '{name}' not allowed in a single format operation")
+        return LabelFormat(tuple(items))
+
+    def drop(self) -> Drop:
+        names: list[str] = []
+        matchers: list[Matcher] = []
+        while True:
+            name = self.expect("IDENTIFIER").value
+            if self.peek().kind in _MATCH_KINDS:
+                op = _MATCH_KINDS[self.take().kind]
+                matchers.append(_matcher(name, op, self.expect("STRING").value))
+            else:
+                names.append(name)
+            if self.peek().kind != "COMMA":
+                return Drop(tuple(names), tuple(matchers))
+            self.take()
 
     def json_param(self) -> tuple[str, str]:
         label = self.expect("IDENTIFIER").value
@@ -927,6 +1006,7 @@ class LineState:
         self.stream = stream
         self.metadata = metadata
         self.parsed: dict[str, str] = {}
+        self.dropped: set[str] = set()
         self.error = ""
         self.error_details = ""
 
@@ -935,7 +1015,11 @@ class LineState:
             return self.error
         if name == "__error_details__":
             return self.error_details
-        for source in (self.parsed, self.metadata, self.stream):
+        if name in self.parsed:
+            return self.parsed[name]
+        if name in self.dropped:
+            return None
+        for source in (self.metadata, self.stream):
             if name in source:
                 return source[name]
         return None
@@ -943,8 +1027,18 @@ class LineState:
     def set_error(self, error: str, details: str = "") -> None:
         self.error, self.error_details = error, details
 
+    def delete(self, name: str) -> None:
+        if name == "__error__":
+            self.error = ""
+        elif name == "__error_details__":
+            self.error_details = ""
+        else:
+            self.parsed.pop(name, None)
+            self.dropped.add(name)  # the stream's labels are shared by its lines: not mutated
+
     def labels(self) -> dict[str, str]:
-        merged = {**self.stream, **self.metadata, **self.parsed}
+        merged = {**{k: v for k, v in {**self.stream, **self.metadata}.items() if k not in self.dropped},
+                  **self.parsed}
         if self.error:
             merged["__error__"] = self.error
             if self.error_details:
@@ -1099,7 +1193,63 @@ def _apply_filter(node: Any, state: LineState) -> bool:
     }[node.op]  # fmt: skip
 
 
+_TEMPLATE_FIELD = re.compile(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
+
+
+def _simple_template(text: str) -> tuple[tuple[str, str], ...]:
+    """A label_format template made of text and ``{{.label}}`` only, as ("text"|"field", value)."""
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for match in _TEMPLATE_FIELD.finditer(text):
+        parts.append(("text", text[pos : match.start()]))
+        parts.append(("field", match.group(1)))
+        pos = match.end()
+    parts.append(("text", text[pos:]))
+    if any("{{" in value or "}}" in value for kind, value in parts if kind == "text"):
+        raise Unsupported("label_format templates beyond text and {{.label}}")
+    return tuple(p for p in parts if p[1] or p[0] == "field")
+
+
+def _apply_label_format(stage: LabelFormat, state: LineState) -> None:
+    # Loki: LabelsFormatter.Process. A template sees every label of the line so far — the
+    # pipeline's __error__ and __error_details__ included — with a missing one read as "";
+    # a rename moves the value and deletes the source label.
+    snapshot: dict[str, str] | None = None
+    for name, template, source in stage.items:
+        if source is not None:
+            value = state.get(source)
+            if value is not None and source not in ("__error__", "__error_details__"):
+                state.parsed[name] = value
+                state.delete(source)
+            continue
+        if snapshot is None:
+            snapshot = {k: v for k, v in {**state.stream, **state.metadata}.items()
+                        if k not in state.dropped} | state.parsed
+            if state.error:
+                snapshot["__error__"] = state.error
+                snapshot["__error_details__"] = state.error_details
+        assert template is not None
+        state.parsed[name] = "".join(snapshot.get(v, "") if kind == "field" else v
+                                     for kind, v in template)
+
+
+def _apply_drop(stage: Drop, state: LineState) -> None:
+    # Loki: DropLabels.Process — a plain name always goes, name="value" only when it matches;
+    # dropping __error__ (and __error_details__) clears the line's error.
+    for name in stage.names:
+        state.delete(name)
+    for matcher in stage.matchers:
+        value = state.get(matcher.name)
+        if value is not None and matcher.matches(value):
+            state.delete(matcher.name)
+
+
 def _filter_labels(node: Any) -> list[str]:
+    if isinstance(node, LabelFormat):
+        return [n for _, template, source in node.items
+                for n in ([source] if source is not None else [v for k, v in template or () if k == "field"])]
+    if isinstance(node, Drop):
+        return []
     if isinstance(node, BinaryFilter):
         return [*_filter_labels(node.left), *_filter_labels(node.right)]
     if isinstance(node, StringFilter):
@@ -1159,6 +1309,10 @@ class Extractor:
                     return None
             elif isinstance(stage, JsonStage):
                 _apply_json(stage, line, state, self.hints)
+            elif isinstance(stage, LabelFormat):
+                _apply_label_format(stage, state)
+            elif isinstance(stage, Drop):
+                _apply_drop(stage, state)
             elif not _apply_filter(stage, state):
                 return None
         unwrap = self.log.unwrap

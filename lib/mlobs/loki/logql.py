@@ -29,16 +29,18 @@ __all__ = [
     "AnyOf",
     "LabelFilter",
     "NUMBER_REGEX",
+    "ErrorMark",
+    "UsableNumber",
     "Matcher",
     "Selector",
     "count_query",
-    "finite_number_filters",
     "format_duration",
     "parse_duration",
     "parse_go_float",
     "quantile_query",
     "string_literal",
     "unwrap_dropped_query",
+    "usable_number",
     "validate_label_name",
 ]
 
@@ -450,18 +452,65 @@ class AnyOf:
         return " or ".join(map(str, self.filters))
 
 
-def finite_number_filters(field: str) -> tuple[LabelFilter, LabelFilter]:
-    """``field >= 0`` and ``field <= 1.7976931348623157e+308``: the lines whose ``field`` is a
-    finite number ≥ 0 as ``unwrap`` reads it (Go's ParseFloat).
+# A latency Loki can both compare as bytes and read as a float: a plain decimal, no sign, no
+# exponent, no spaces (see UsableNumber). Python's regex, as Go's: ASCII digits only.
+USABLE_NUMBER_REGEX = r"[0-9]+(?:[.][0-9]*)?|[.][0-9]+"
+_USABLE = re.compile(USABLE_NUMBER_REGEX)
+_UINT64_LIMIT = 2.0**64  # go-humanize's ParseBytes refuses values ≥ MaxUint64 ("too large")
 
-    NaN fails both comparisons and +Inf the second; -Inf and negatives fail the first; text,
-    "", and values out of float64's range ("1e999") fail to parse, which marks the line
-    ``LabelFilterErr`` for the query's ``__error__=""`` guard to drop. Numeric label filters are
-    the cheapest way to say this — a template (label_format) costs more per line than the JSON
-    parsing itself (measured against Loki, see bench/RESULTS.md).
+
+@dataclass(frozen=True)
+class UsableNumber:
+    """Two label-filter stages that keep every line and mark ``LabelFilterErr`` on those whose
+    ``field`` is not a usable number: ``f < 1KB or f >= 1KB | f == 0 or f != 0``.
+
+    Both comparisons are true for any value they can read, so they never drop a line; they only
+    fail to read some. The bytes one (go-humanize's ParseBytes) cannot read a sign, an exponent,
+    NaN, Inf, letters or an empty value; the number one (Go's ParseFloat) cannot read the commas,
+    spaces and size units ParseBytes tolerates. What both read is a plain decimal ≥ 0 below 2^64
+    — ``12``, ``12.5``, ``.5`` — which is what :func:`usable_number` accepts. A query then either
+    drops the marked lines (``__error__=""``) or counts them apart (:class:`ErrorMark`).
+    Label filters cost next to nothing per line (measured against Loki 3.7, bench/RESULTS.md). The
+    bytes literal is ``1KB``, not ``0B``: Loki's query frontend re-renders bytes literals with
+    go-humanize ("0 B" → ``0B``, which its own lexer then reads as a binary number and refuses).
     """
-    validate_label_name(field, what="field name")
-    return (LabelFilter(field, ">=", 0), LabelFilter(field, "<=", FLOAT64_MAX))
+
+    field: str
+
+    def __post_init__(self) -> None:
+        validate_label_name(self.field, what="field name")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.field,)
+
+    def __str__(self) -> str:
+        f = self.field
+        return f"{f} < 1KB or {f} >= 1KB | {f} == 0 or {f} != 0"
+
+
+def usable_number(value: str | None) -> float | None:
+    """The value as a quantile uses it, or None where :class:`UsableNumber` marks the line."""
+    if not value or not _USABLE.fullmatch(value):
+        return None
+    number = float(value)
+    return number if number < _UINT64_LIMIT else None
+
+
+@dataclass(frozen=True)
+class ErrorMark:
+    """``label_format <label>="{{.__error__}}" | drop __error__, __error_details__``: the line's
+    pipeline error (``LabelFilterErr`` from :class:`UsableNumber`, ``JSONParserErr`` for a line
+    that is not JSON, or none) becomes an ordinary label a count can group by, and the error
+    itself is dropped so the aggregation accepts the line (Loki refuses errors in metrics)."""
+
+    label: str
+
+    def __post_init__(self) -> None:
+        validate_label_name(self.label)
+
+    def __str__(self) -> str:
+        return f"label_format {self.label}={string_literal('{{.__error__}}')} | drop __error__, __error_details__"
 
 
 # --- query builders --------------------------------------------------------------------------------
@@ -470,10 +519,11 @@ def finite_number_filters(field: str) -> tuple[LabelFilter, LabelFilter]:
 def count_query(
     selector: Selector | str,
     window: str,
-    filters: Iterable[LabelFilter | AnyOf] = (),
+    filters: Iterable[LabelFilter | AnyOf | UsableNumber] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
     offset: str | None = None,
+    mark: ErrorMark | None = None,
 ) -> str:
     """Count JSON log lines matching ``filters`` in ``window``, one series per ``by`` group.
 
@@ -481,12 +531,18 @@ def count_query(
     (JSONParserErr) and lines where a numeric filter met a non-numeric value (LabelFilterErr —
     which ``| json f="f"`` causes for every line that lacks ``f``, since the parser then sets it to
     ""). Placed before the filters, the second kind would fail the whole query with HTTP 400.
+    With a ``mark`` the errors are kept and counted apart instead (group ``by`` its label).
     ``offset`` shifts the window back (a sub-window of a longer one).
     """
     sel, filt, groups = _common(selector, filters, by)
     window = _window(window)
-    fields = _json_fields(sel, json_fields, _filter_fields(filt), groups)
-    pipeline = _pipeline(sel, fields, [*map(str, filt), '__error__=""'])
+    if mark is not None and not isinstance(mark, ErrorMark):
+        raise ConfigError("mark must be an ErrorMark")
+    derived = {mark.label} if mark is not None else set()
+    fields = _json_fields(sel, json_fields, _filter_fields(filt),
+                          [g for g in groups if g not in derived])
+    guard = str(mark) if mark is not None else '__error__=""'
+    pipeline = _pipeline(sel, fields, [*map(str, filt), guard])
     return f"sum by ({', '.join(groups)}) (count_over_time({pipeline} [{window}]{_offset(offset)}))"
 
 
@@ -503,8 +559,9 @@ def quantile_query(
 
     Lines where ``field`` is missing or null yield no sample (Loki skips them); lines where it is
     not a number are dropped by the ``__error__=""`` guard after the unwrap (which also drops the
-    lines a numeric filter could not read) — count those with :func:`unwrap_dropped_query` or a
-    count with :func:`finite_number_filters`, so a report can say how many were ignored.
+    lines a filter could not read, e.g. :class:`UsableNumber`) — count those with
+    :func:`unwrap_dropped_query` or a count with an :class:`ErrorMark`, so a report can say how
+    many were ignored.
     """
     if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= 1:
         raise ConfigError(f"quantile {q!r} must be a number between 0 and 1")
@@ -547,12 +604,12 @@ def unwrap_dropped_query(
 
 
 def _common(
-    selector: Selector | str, filters: Iterable[LabelFilter | AnyOf], by: Iterable[str]
-) -> tuple[Selector, list[LabelFilter | AnyOf], list[str]]:
+    selector: Selector | str, filters: Iterable[LabelFilter | AnyOf | UsableNumber], by: Iterable[str]
+) -> tuple[Selector, list[LabelFilter | AnyOf | UsableNumber], list[str]]:
     sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
     filt = list(filters)
     for item in filt:
-        if not isinstance(item, LabelFilter | AnyOf):
+        if not isinstance(item, LabelFilter | AnyOf | UsableNumber):
             raise ConfigError(f"expected a LabelFilter, got {type(item).__name__}")
     if isinstance(by, str):
         raise ConfigError(f"'by' must be a list of label names, not the string {by!r}")
@@ -560,8 +617,8 @@ def _common(
     return sel, filt, list(dict.fromkeys(groups))
 
 
-def _filter_fields(filters: Iterable[LabelFilter | AnyOf]) -> list[str]:
-    return [name for f in filters for name in (f.fields if isinstance(f, AnyOf) else (f.field,))]
+def _filter_fields(filters: Iterable[LabelFilter | AnyOf | UsableNumber]) -> list[str]:
+    return [name for f in filters for name in (f.fields if isinstance(f, AnyOf | UsableNumber) else (f.field,))]
 
 
 def _offset(offset: str | None) -> str:

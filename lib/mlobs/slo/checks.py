@@ -119,7 +119,7 @@ def latency_quantile(scope: Scope, settings: CheckSettings, percentile: float, t
         result.queries = _queries(n_counted, dropped)
         note = ""
         if dropped.value:
-            note = (f" {int(dropped.value)} line(s) without a {field} that is a finite number ≥ 0 "
+            note = (f" {int(dropped.value)} line(s) without a usable {field} (a plain number ≥ 0) "
                     "were left out.")
         if n == 0:
             result.reason = f"No requests with a {field} in the last {scope.window}." + note

@@ -49,7 +49,7 @@ class CountRequest:
 @dataclass(frozen=True)
 class QuantileRequest:
     """The ``q`` quantile of ``field`` over the lines in scope that pass ``filters`` and whose
-    ``field`` is a valid number (see :data:`VALID`)."""
+    ``field`` is a usable number (see :data:`VALID`)."""
 
     scope: Scope
     q: float
@@ -59,8 +59,8 @@ class QuantileRequest:
 
 @dataclass(frozen=True)
 class DroppedRequest:
-    """Lines in scope that pass ``filters`` but whose ``field`` is not a valid number (missing,
-    text, NaN, ±Inf, negative): the lines a quantile of ``field`` leaves out."""
+    """Lines in scope that pass ``filters`` but whose ``field`` is not a usable number (missing,
+    text, NaN, ±Inf, negative, …): the lines a quantile of ``field`` leaves out."""
 
     scope: Scope
     field: str
@@ -69,7 +69,7 @@ class DroppedRequest:
 
 Request = CountRequest | QuantileRequest | DroppedRequest
 
-# Filter op: the field is a finite number ≥ 0 as Loki's unwrap reads it (see logql.ValidityMark).
+# Filter op: the field is a usable number — a plain decimal ≥ 0 (see logql.UsableNumber).
 VALID = "valid"
 
 

@@ -3,31 +3,30 @@
 The checks ask for three kinds of measurement (:mod:`mlobs.slo.model`). Per stream selector and
 window, the plan answers
 
-- every plain count with ONE count query, grouped by each label the requests filter or group on
-  (status, class, and the model version when two versions are compared); each request is then
+- every count — and every count of lines a quantile leaves out — with ONE count query, grouped by
+  each label the requests filter or group on (status, class, and the model version when two
+  versions are compared) and, when a request needs to know whether a line's latency is usable,
+  by a ``mlobs_error`` label that says so (:class:`mlobs.loki.logql.UsableNumber` marks the line,
+  :class:`mlobs.loki.logql.ErrorMark` turns the mark into that label). Each request is then
   summed from the groups it covers, with the filter semantics Loki applies
   (:func:`mlobs.slo.source.passes`);
-- every count of lines whose latency is usable (a finite number ≥ 0) with one more count query
-  carrying that condition as numeric label filters (:func:`mlobs.loki.logql.finite_number_filters`);
-- every count of lines left out of a quantile as the difference of the two (no query of its own);
 - every quantile with one query per quantile, ``by (model_version)`` when two versions are
-  compared, with the same usable-latency filters, so its population is exactly the counted n.
+  compared, over the same usable values — so its population is exactly the counted n.
 
-Why not one count query with a derived "usable latency" label (``label_format`` can derive one)?
-Measured against Loki 3.7, a template costs more per line than parsing the JSON does; a second
-count query with label filters costs less, and runs concurrently (bench/RESULTS.md).
-
-A request alone in its group keeps its filters in the query (the smallest query for it). Each
-answer carries the exact query it came from. Queries run concurrently (bounded), each with the
-client's retries, Retry-After handling and deadline.
+For the bundled contract that is two queries, the same two a hand-written minimal plan needs.
+The mark costs one ``label_format`` template per line (about a third of a count's time against
+Loki 3.7; a template that decides anything itself costs more than the JSON parsing — see
+bench/RESULTS.md). A request alone in its group keeps its filters in the query (the smallest
+query for it). Each answer carries the exact query it came from. Queries run concurrently
+(bounded), each with the client's retries, Retry-After handling and deadline.
 
 Long windows: a count query that Loki refuses as longer than its ``max_query_length`` (721 h by
 default; the limit is read from the refusal — Loki 3.7's frontend splits ``sum`` of counts itself
 and answers them whole) or that times out is split into sub-windows (``offset``), and the counts
-are summed — exactly, since the sub-windows partition the window.
-A quantile cannot be combined from sub-window quantiles: such a quantile comes back empty with a
-note saying why, and its check is inconclusive. If a merged count query has more series than
-Loki allows (``max_query_series``), the plan falls back to one query per request.
+are summed — exactly, since the sub-windows partition the window. A quantile cannot be combined
+from sub-window quantiles: such a quantile comes back empty with a note saying why, and its check
+is inconclusive. If a merged count query has more series than Loki allows (``max_query_series``),
+the plan falls back to one query per request.
 """
 
 from __future__ import annotations
@@ -49,11 +48,11 @@ from mlobs.slo.model import (
     Measured,
     QuantileRequest,
     Request,
-    valid_number,
 )
 from mlobs.slo.source import Answer, passes
 
 MIN_SPLIT_S = 60  # a count that times out on a minute of logs is not split further
+MARK = "mlobs_error"  # the label a count groups by to tell usable latencies from the rest
 
 _TOO_LONG = re.compile(r"the query time range exceeds the limit \(query length: [^,]+, limit: ([^)]+)\)")
 _TOO_MANY_SERIES = "maximum number of series"
@@ -115,47 +114,62 @@ class LokiPlan:
 
     def jobs(self, requests: list[Request]) -> list[_Job]:
         by_base: dict[_Base, list[Request]] = defaultdict(list)
-        for request in _expand(requests):
+        for request in dict.fromkeys(requests):
             s = request.scope
             by_base[_Base(s.selector, s.window, s.window_s, s.end, s.fields)].append(request)
         jobs: list[_Job] = []
         for base, group in by_base.items():
-            counts: dict[tuple[str, ...], list[CountRequest]] = defaultdict(list)
+            counts: dict[str | None, list[Request]] = defaultdict(list)
             quantiles: dict[tuple, list[QuantileRequest]] = defaultdict(list)
             for r in group:
-                if isinstance(r, CountRequest):
-                    counts[_valid_fields(r)].append(r)
-                elif isinstance(r, QuantileRequest):
+                if isinstance(r, QuantileRequest):
                     quantiles[(r.q, r.field, r.filters, r.scope.model_version is None)].append(r)
-            jobs += [self._count_job(base, rs, valid) for valid, rs in counts.items()]
+                else:
+                    counts[_usable_field(r)].append(r)
+            # One mark per query (a line has one error): one count query per field whose
+            # usability matters — normally just the latency — the plain counts riding along.
+            plain = counts.pop(None, [])
+            if counts:
+                first = next(iter(counts))
+                counts[first] = plain + counts[first]
+            elif plain:
+                counts[None] = plain
+            jobs += [self._count_job(base, rs, usable) for usable, rs in counts.items()]
             jobs += [self._quantile_job(base, rs) for rs in quantiles.values()]
         return jobs
 
-    def _count_job(self, base: _Base, requests: list[CountRequest], valid: tuple[str, ...]) -> _Job:
-        """One count query for requests that share their usable-latency conditions (``valid``)."""
+    def _count_job(self, base: _Base, requests: list[Request], usable: str | None) -> _Job:
         from mlobs.loki import logql
 
         version_field = base.fields.model_version
         server: list = _version_filters(version_field, [r.scope.model_version for r in requests])
-        for name in valid:
-            server += logql.finite_number_filters(name)
-        if len(requests) == 1:  # alone: its filters go into the query, grouped by its own labels
-            server += [logql.LabelFilter(f.field, f.op, f.value)
-                       for f in requests[0].filters if f.op != VALID]
-            by = list(requests[0].by)
+        mark = None
+        if len(requests) == 1 and isinstance(requests[0], CountRequest):
+            # Alone: its filters go into the query, grouped by its own labels.
+            (request,) = requests
+            server += [logql.LabelFilter(f.field, f.op, f.value) for f in request.filters if f.op != VALID]
+            if usable is not None:
+                server.append(logql.UsableNumber(usable))
+            by = list(request.by)
             client_filters = False
         else:
             names: list[str] = []
             for r in requests:
-                names += [*r.by, *(f.field for f in r.filters if f.op != VALID)]
+                names += [*(r.by if isinstance(r, CountRequest) else ()),
+                          *(f.field for f in r.filters if f.op != VALID)]
             by = list(dict.fromkeys(names))
+            if usable is not None:
+                server.append(logql.UsableNumber(usable))
+                mark = logql.ErrorMark(MARK)
+                by.append(MARK)
             client_filters = True
         by_version = len({r.scope.model_version for r in requests}) > 1
         if by_version:
             by.append(version_field)
 
         def build(window: str, offset: str | None) -> str:
-            return logql.count_query(base.selector, window, filters=server, by=by, offset=offset)
+            return logql.count_query(base.selector, window, filters=server, by=by, offset=offset,
+                                     mark=mark)
 
         return _Job("count", base, list(requests), build, client_filters=client_filters,
                     version_label=version_field if by_version else None)
@@ -168,7 +182,7 @@ class LokiPlan:
         versions = [r.scope.model_version for r in requests]
         filters: list = _version_filters(version_field, versions)
         filters += [logql.LabelFilter(f.field, f.op, f.value) for f in first.filters if f.op != VALID]
-        filters += logql.finite_number_filters(first.field)
+        filters.append(logql.UsableNumber(first.field))
         by_version = len(set(versions)) > 1
         by = [version_field] if by_version else []
 
@@ -188,10 +202,7 @@ class LokiPlan:
         for job in jobs:
             for request in job.requests:
                 answers[request] = self._answer(job, request)
-        for request in requests:
-            if isinstance(request, DroppedRequest):
-                answers[request] = _dropped(request, answers)
-        return {r: answers[r] for r in requests}
+        return answers
 
     def run(self, jobs: list[_Job]) -> None:
         """Send every job's queries, at most ``concurrency`` at a time; split where needed."""
@@ -292,7 +303,7 @@ class LokiPlan:
 
     def _fall_back(self, job: _Job) -> list[_Piece]:
         """Too many series for one query: one query per request instead (same answers)."""
-        job.fallback = [self._count_job(job.base, [r], _valid_fields(r)) for r in job.requests]
+        job.fallback = [self._count_job(job.base, [r], _usable_field(r)) for r in job.requests]
         return [piece for sub in job.fallback for piece in self._pieces(sub)]
 
     # --- answers ----------------------------------------------------------------------------
@@ -316,44 +327,32 @@ class LokiPlan:
                 return ConfigError(f"quantile query returned {len(values)} series, expected 1: {query}")
             value = values[0] if values else None
             return Measured(None if value is None or value != value else value, query)
-        assert isinstance(request, CountRequest)
         groups: dict[tuple[str, ...], float] = defaultdict(float)
+        wanted = ("LabelFilterErr",) if isinstance(request, DroppedRequest) else \
+            ("",) if any(f.op == VALID for f in request.filters) else ("", "LabelFilterErr")
         for key, value in job.samples.items():
             labels = dict(key)
             if job.version_label is not None and request.scope.model_version is not None \
                     and labels.get(job.version_label, "") != request.scope.model_version:
                 continue
-            if job.client_filters and not all(passes(f, labels) for f in request.filters
-                                              if f.op != VALID):
-                continue
-            groups[tuple(labels.get(name, "") for name in request.by)] += value
+            if job.client_filters:
+                # Lines that are not JSON ("JSONParserErr") count nowhere, as with __error__="".
+                if labels.get(MARK, "") not in wanted:
+                    continue
+                if not all(passes(f, labels) for f in request.filters if f.op != VALID):
+                    continue
+            by = request.by if isinstance(request, CountRequest) else ()
+            groups[tuple(labels.get(name, "") for name in by)] += value
+        if isinstance(request, DroppedRequest):
+            return Measured(float(sum(groups.values())), query)
         return Counted(dict(groups), query)
 
 
-def _expand(requests: list[Request]) -> list[Request]:
-    """A dropped-line count is two counts: every line in scope, and those with a usable value."""
-    out: list[Request] = []
-    for r in requests:
-        if isinstance(r, DroppedRequest):
-            out += [CountRequest(r.scope, r.filters), CountRequest(r.scope, r.filters + (valid_number(r.field),))]
-        else:
-            out.append(r)
-    return list(dict.fromkeys(out))
-
-
-def _dropped(request: DroppedRequest, answers: dict[Request, Answer]) -> Answer:
-    everything = answers[CountRequest(request.scope, request.filters)]
-    usable = answers[CountRequest(request.scope, request.filters + (valid_number(request.field),))]
-    for answer in (everything, usable):
-        if isinstance(answer, MlobsError):
-            return answer
-    assert isinstance(everything, Counted) and isinstance(usable, Counted)
-    queries = "\n".join(dict.fromkeys([*everything.query.splitlines(), *usable.query.splitlines()]))
-    return Measured(everything.total - usable.total, queries)
-
-
-def _valid_fields(request: CountRequest) -> tuple[str, ...]:
-    return tuple(sorted({f.field for f in request.filters if f.op == VALID}))
+def _usable_field(request: Request) -> str | None:
+    if isinstance(request, DroppedRequest):
+        return request.field
+    fields = [f.field for f in request.filters if f.op == VALID]
+    return fields[0] if fields else None
 
 
 def _version_filters(version_field: str, versions: list[str | None]) -> list:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
-from mlobs.loki.logql import FLOAT64_MAX, parse_go_float
 from mlobs.loki.logql import NUMBER_REGEX as NUMERIC
+from mlobs.loki.logql import parse_go_float, usable_number
 from mlobs.slo.model import (
     VALID,
     Counted,
@@ -80,13 +80,6 @@ class Source:
 
 def numeric_filter(field: str) -> Filter:
     return Filter(field, "=~", NUMERIC)
-
-
-def usable_number(value: str | None) -> float | None:
-    """The value as a quantile reads it — a finite number ≥ 0 as Go's ParseFloat reads it — or
-    None (missing, text, NaN, ±Inf, negative, out of range): what logql.finite_number_filters keep."""
-    number = parse_go_float(value) if value else None
-    return number if number is not None and 0 <= number <= FLOAT64_MAX else None
 
 
 def passes(f: Filter, labels: dict[str, str]) -> bool:
@@ -242,7 +235,7 @@ def _describe(filters: tuple[Filter, ...], by: tuple[str, ...]) -> str:
     parts = []
     for f in filters:
         if f.op == VALID:
-            parts.append(f"{f.field} is a finite number ≥ 0")
+            parts.append(f"{f.field} is a usable number")
         elif f.value != NUMERIC:
             parts.append(f"{f.field} {f.op} {f.value!r}")
     where = " and ".join(parts)
