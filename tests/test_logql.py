@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from mlobs.errors import ConfigError
-from mlobs.loki import logql
 from mlobs.loki import (
     LabelFilter,
     LokiClient,
@@ -18,6 +17,7 @@ from mlobs.loki import (
     Matcher,
     Selector,
     count_query,
+    logql,
     parse_duration,
     quantile_query,
     string_literal,
