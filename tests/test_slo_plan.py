@@ -176,7 +176,7 @@ def test_a_loki_that_keeps_failing_is_one_line_and_exit_2_within_the_deadline(lo
 def test_loki_concurrency_must_be_a_whole_number_above_zero(tmp_path):
     result, _ = run(tmp_path, "--loki-url=http://127.0.0.1:9", "--loki-concurrency=0")
     assert result.exit_code == 2
-    assert "loki-concurrency" in result.stderr
+    assert "'--loki-concurrency': 0 is not in the range x>=1" in result.stderr
 
 
 # --- long windows --------------------------------------------------------------------------
@@ -430,3 +430,42 @@ def test_an_error_rate_over_successful_predictions_only_is_refused(tmp_path):
     result, _ = run(tmp_path, "--features=slo.feature", "--logs-file=logs.jsonl")
     assert result.exit_code == 2
     assert "bad contract at slo.feature:17: an error rate over the successful prediction logs" in result.stderr
+
+
+def test_every_step_declares_every_measurement_it_reads(loki, tmp_path):
+    """A check that read a measurement its step did not declare would still be right, but would
+    cost a query of its own after the plan: none does."""
+    from mlobs.config import CommonSettings
+    from mlobs.slo import mode
+    from mlobs.slo.runner import collect_feature_files, run_features
+    from mlobs.slo.session import Defaults
+
+    push(loki, loggen.requests(1500, version="v2", seed=30) + loggen.requests(1500, version="v1", seed=31))
+    (tmp_path / "all.feature").write_text(textwrap.dedent("""
+        Feature: every check
+          Background:
+            Given the logs of stream {namespace="openfaas-fn"}
+            And the model version is "v2"
+            And at least 10 samples are required
+          Scenario: all of them
+            Then there are at least 10 requests
+            And the p99 latency is below 500 ms
+            And the p90 latency of successful requests is below 500 ms
+            And the 5xx error rate is below 5 percent
+            And the share of class "tabby cat" is between 1 and 99 percent
+            And the prediction distribution does not drift from version "v1"
+            And the p95 latency is at most 50 percent above version "v1"
+    """))
+    params = {"loki_url": loki.url, "window_end": END, "working_directory": str(tmp_path),
+              "github_token": "", "features": ["all.feature"]}
+    settings = mode.SloSettings.build(CommonSettings.build("slo-validate", params), params, {})
+    sources = mode.make_sources(settings)
+    result = run_features(collect_feature_files(list(settings.features)), sources, settings.variables,
+                          Defaults(settings.selector, "1h", loggen.END), tmp_path,
+                          baseline_version=None, end_text="")
+    (source,) = sources.used()
+    assert source.unplanned == 0
+    assert [c.verdict.value for c in result.scenarios[0].checks] == ["pass"] * 7
+    # one count for everything (both versions), the p99, the p90 of successful requests, and
+    # the p95 of both versions
+    assert len(queries_sent(loki)) == source.queries_issued == 4

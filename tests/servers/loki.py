@@ -2,15 +2,22 @@
 
 It exists so tests exercise the real HTTP client and real query text, and it is kept honest by
 ``tests/test_loki_conformance.py``, which replays the responses recorded from a real Loki
-(``shared/loki-conformance``) against it. Semantics follow Loki 3.x's source where the recordings
-are silent; the notes marked *Loki:* say which behaviour is copied and why it matters.
+(``shared/loki-conformance``) against it, and by ``tests/test_slo_plan_conformance.py`` (the
+queries slo-validate's plan sends, recorded in ``tests/loki-plan-recordings``). Semantics follow
+Loki 3.x's documentation and source where the recordings are silent; the notes marked *Loki:* say
+which behaviour is copied and why it matters.
 
 Supported: stream selectors (= != =~ !~), line filters (|= != |~ !~), ``| json`` with and without
-parameters, label filters (string, regex, numeric, duration; and/or/comma), ``| unwrap`` (with
-bytes/duration conversions) and post-unwrap filters, the range functions ``count_over_time rate
-bytes_over_time bytes_rate sum/avg/min/max/stddev/stdvar/first/last/quantile_over_time`` with
-``by``/``without``, ``offset``, and the vector aggregations ``sum avg min max count``. Anything
-else answers HTTP 400 with a message starting ``LokiDouble does not implement``.
+parameters, label filters (string, regex, numeric, duration, bytes — values read as go-humanize
+and Go's ParseFloat read them; and/or/comma), ``| label_format`` (renames, and templates of text
+and ``{{.label}}``), ``| drop`` (names and matchers; ``__error__`` clears the error), ``| unwrap``
+(with bytes/duration conversions) and post-unwrap filters, the range functions ``count_over_time
+rate bytes_over_time bytes_rate sum/avg/min/max/stddev/stdvar/first/last/quantile_over_time`` with
+``by``/``without``, ``offset``, the vector aggregations ``sum avg min max count``, and the limits
+``max_query_series`` and ``max_query_length`` (see LokiDouble). Anything else answers HTTP 400 with
+a message starting ``LokiDouble does not implement``. Known difference: for a malformed JSON line
+(cut short, a bare NaN), Loki's ``| json a="a"`` still reads the fields it can and flags an error
+only when a requested one is unreadable; the double calls the whole line not JSON.
 
 Deliberately independent of ``mlobs.loki``: it has its own unquoting and float parsing, so a
 mistake in the query builder cannot be mirrored by the same mistake here.

@@ -67,10 +67,6 @@ class Source:
             self._unavailable = exc
             raise
 
-    # shorthands used by the checks
-    def count(self, scope: Scope, filters: tuple[Filter, ...] = (), by: tuple[str, ...] = ()) -> Counted:
-        return self.get(CountRequest(scope, tuple(filters), tuple(by)))  # type: ignore[return-value]
-
     def explore_url(self, grafana_url: str, query: str, scope: Scope) -> str | None:
         return None
 
