@@ -176,7 +176,7 @@ def test_a_loki_that_keeps_failing_is_one_line_and_exit_2_within_the_deadline(lo
 def test_loki_concurrency_must_be_a_whole_number_above_zero(tmp_path):
     result, _ = run(tmp_path, "--loki-url=http://127.0.0.1:9", "--loki-concurrency=0")
     assert result.exit_code == 2
-    assert "'--loki-concurrency': 0 is not in the range x>=1" in result.stderr
+    assert "Invalid value for '--loki-concurrency'" in result.stderr and "0 is not in the range x>=1" in result.stderr
 
 
 # --- long windows --------------------------------------------------------------------------
