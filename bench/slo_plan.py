@@ -68,10 +68,10 @@ def push(url: str, total: int, end: float) -> None:
             loggen.push(client, lines[k:k + 20000], pod=pod)
 
 
-def bundled(url: str, end: float, workdir: Path) -> tuple[float, dict]:
+def bundled(url: str, end: float, workdir: Path, concurrency: int = 4) -> tuple[float, dict]:
     params = {"loki_url": url, "window_end": str(end), "model_version": VERSION,
               "working_directory": str(workdir), "github_token": "", "dry_run": True,
-              "loki_timeout": 300}
+              "loki_timeout": 300, "loki_concurrency": concurrency}
     common = CommonSettings.build("slo-validate", params)
     start = time.perf_counter()
     mode.run(common, params, env={})
@@ -111,7 +111,8 @@ def main() -> None:
             push(url, args.lines, end)
             time.sleep(2)
     client = LokiClient(url, deadline=300, timeout=300)
-    runs: dict[str, list[float]] = {k: [] for k in ("bundled", "minimal", "minimal_concurrent", "previous")}
+    runs: dict[str, list[float]] = {k: [] for k in ("bundled", "bundled_serial", "minimal",
+                                                    "minimal_concurrent", "previous")}
     scanned: dict[str, int] = {}
     sent: dict[str, int] = {}
     p99: dict[str, float] = {}
@@ -120,8 +121,8 @@ def main() -> None:
             for name in runs:
                 before_scan = double.lines_scanned if double else 0
                 before_sent = len(double.requests) if double else client.queries_issued
-                if name == "bundled":
-                    wall, data = bundled(url, end, Path(tmp))
+                if name.startswith("bundled"):
+                    wall, data = bundled(url, end, Path(tmp), 1 if name.endswith("serial") else 4)
                     p99[name] = next(s for s in data["scenarios"] if s["name"] == "p99 latency")["checks"][0]["value"]
                     sent[name] = data["queries_issued"]
                 else:
@@ -142,7 +143,8 @@ def main() -> None:
           "| × minimal (concurrent) | p99 reported |")
     print("|---|---|---|---|---|---|---|")
     base, base_c = statistics.median(runs["minimal"]), statistics.median(runs["minimal_concurrent"])
-    labels = {"bundled": "bundled contract, planned (slo-validate end to end)",
+    labels = {"bundled": "bundled contract, planned (slo-validate end to end, loki-concurrency 4)",
+              "bundled_serial": "the same with loki-concurrency 1",
               "minimal": "minimal: 2 queries, one after the other",
               "minimal_concurrent": "minimal: 2 queries, concurrently",
               "previous": "before the plan: 5 queries, one after the other"}

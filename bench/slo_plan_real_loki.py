@@ -98,7 +98,7 @@ def run(path: str, url: str, args: list[str]) -> None:
             answers = [instant(url, q, end) for q in texts]
         return time.perf_counter() - started, answers
 
-    plans = {"plan": ("plan", True), "minimal": ("minimal", False),
+    plans = {"plan": ("plan", True), "plan_serial": ("plan", False), "minimal": ("minimal", False),
              "minimal_concurrent": ("minimal", True), "previous": ("previous", False)}
     walls: dict[str, list[float]] = {name: [] for name in plans}
     answers: dict[str, list] = {}
