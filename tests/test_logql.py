@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from mlobs.loki import (
     Matcher,
     Selector,
     count_query,
+    logql,
     parse_duration,
     quantile_query,
     string_literal,
@@ -402,3 +404,88 @@ def test_numeric_check_agrees_with_unwrap(value: str, numeric: bool) -> None:
         dropped = client.instant(unwrap_dropped_query('{app="x"}', "latency_ms", "1h"), t0)
         assert parsed == numeric
         assert values(dropped) == ({} if numeric else {(): 1})
+
+
+# --- Go's ParseFloat, durations, the plan's filters ---------------------------------------------
+
+# Each value as Go 1.2x's strconv.ParseFloat(value, 64) answers it (run against Go itself): the
+# number, or None for an error. Loki's unwrap and numeric label filters call exactly that.
+GO_PARSE_FLOAT = {
+    "1_000": 1000.0, "0x1_0p0": 16.0, "1e999": None, "-1e999": None, "inf": math.inf,
+    "+Inf": math.inf, "-Infinity": -math.inf, "NaN": "nan", "nan": "nan", "-0": -0.0, ".5": 0.5,
+    "5.": 5.0, "0x1p-2": 0.25, "0x.8p1": 1.0, "1e-400": 0.0, " 5": None, "5 ": None, "": None,
+    "1__0": None, "_1": None, "0x_1p0": 1.0, "1e+5": 1e5, "1E5": 1e5, "00012": 12.0,
+    "+.e5": None, "0.0e0": 0.0, "infinity": math.inf, "-nan": None, "+nan": None, "1_.5": None,
+    "1._5": None, "1.5_5": 1.55, "1e_5": None, "1e5_0": 1e50, "0x1p99999": None, "0x1.8P1": 3.0,
+    "0x1p": None, "0x10": None, "1_000e1_0": 1e13, "0_0": 0.0, "0x0p0": 0.0, "-0x0.0p0": -0.0,
+    ".": None, "0.": 0.0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text", sorted(GO_PARSE_FLOAT))
+def test_parse_go_float_answers_like_go(text: str) -> None:
+    want, got = GO_PARSE_FLOAT[text], logql.parse_go_float(text)
+    if want == "nan":
+        assert got is not None and math.isnan(got)
+    else:
+        assert got == want and (want is None or math.copysign(1, got) == math.copysign(1, want))
+    assert (logql._GO_FLOAT.fullmatch(text) is not None) == (want is not None or text in ("1e999", "-1e999", "0x1p99999"))
+
+
+@pytest.mark.parametrize("seconds, text", [(3600, "1h"), (5400, "1h30m"), (90, "1m30s"), (86400, "1d"),
+                                           (721 * 3600, "30d1h"), (1, "1s")])
+def test_format_duration_is_the_shortest_loki_duration(seconds: int, text: str) -> None:
+    assert logql.format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True])
+def test_format_duration_refuses_what_is_not_a_whole_positive_second(bad: Any) -> None:
+    with pytest.raises(ConfigError):
+        logql.format_duration(bad)
+
+
+def test_the_plans_filters_marks_and_offsets_render_as_loki_reads_them() -> None:
+    both = logql.AnyOf((LabelFilter("model_version", "=", "v2"), LabelFilter("model_version", "=", "v1")))
+    query = count_query(MAIN, "2h", [both, logql.UsableNumber("latency_ms")],
+                        by=["model_version", "mlobs_error"], offset="4h", mark=logql.ErrorMark("mlobs_error"))
+    assert query == (
+        'sum by (model_version, mlobs_error) (count_over_time({namespace="openfaas-fn", '
+        'function_name="pytorch-classifier"} | json model_version="model_version", '
+        'latency_ms="latency_ms" | model_version="v2" or model_version="v1" | '
+        "latency_ms < 1KB or latency_ms >= 1KB | latency_ms == 0 or latency_ms != 0 | "
+        'label_format mlobs_error="{{.__error__}}" | drop __error__, __error_details__ [2h] offset 4h))'
+    )
+    with pytest.raises(ConfigError):
+        count_query(MAIN, "1h", offset="a while")
+    with pytest.raises(ConfigError):
+        logql.AnyOf(())
+    with pytest.raises(ConfigError):
+        logql.UsableNumber("latency ms")
+
+
+USABLE = {"12.5": 12.5, "0": 0.0, "5.": 5.0, ".5": 0.5, "00012": 12.0, "18446744073709551615": None,
+          "18446744073709551614.9": None, "1844674407370955161": 1844674407370955161.0,
+          "-0": None, "1_000": None, "0x1p3": None, "+5": None, "1e5": None, "1e-400": None,
+          "NaN": None, "Infinity": None, "-Infinity": None, "inf": None, "-5": None, "1e999": None,
+          "n/a": None, "": None, "12.5 ": None, " 12.5": None, "1,5": None, "1,000": None,
+          "12kb": None, "1.2.3": None, ".": None, "\u0661\u0662": None, "true": None}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", sorted(USABLE))
+def test_usable_numbers_are_what_the_filters_let_through(value: str) -> None:
+    # On the double: a count with UsableNumber and the error guard counts the line exactly when
+    # usable_number reads a number (the file source's rule), and the mark says why otherwise.
+    assert logql.usable_number(value) == USABLE[value]
+    with LokiDouble() as loki:
+        client = LokiClient(loki.url, deadline=5)
+        t0 = 1_800_000_000
+        client.push([{"stream": {"app": "x"},
+                      "values": [[str((t0 - 10) * 10**9), json.dumps({"latency_ms": value})]]}])
+        usable = logql.UsableNumber("latency_ms")
+        counted = client.instant(count_query('{app="x"}', "1h", [usable]), t0)
+        marked = client.instant(count_query('{app="x"}', "1h", [usable], by=["mlobs_error"],
+                                            mark=logql.ErrorMark("mlobs_error")), t0)
+    assert (values(counted) == {(): 1}) == (USABLE[value] is not None)
+    expected = () if USABLE[value] is not None else (("mlobs_error", "LabelFilterErr"),)
+    assert values(marked) == {expected: 1}

@@ -223,6 +223,39 @@ def test_a_slow_answer_times_out_and_is_retried(loki: LokiDouble) -> None:
     assert client.requests_sent == 2
 
 
+def test_a_timeout_can_be_reported_at_once_instead_of_retried(loki: LokiDouble) -> None:
+    # The query plan splits a timed-out count into sub-windows: it must hear of the timeout at
+    # once, not after the same query timed out again and again until the deadline.
+    from mlobs.loki import LokiTimeout
+
+    client = make_client(loki.url, timeout=0.2)
+    loki.stall_next(1.0)
+    with pytest.raises(LokiTimeout) as caught:
+        client.instant(COUNT_ALL, T0, fail_fast_timeouts=True)
+    assert "timed out" in caught.value.message and "1 attempt" in caught.value.message
+    assert client.requests_sent == 1
+
+
+def test_a_504_from_loki_is_a_timeout_when_asked(loki: LokiDouble) -> None:
+    from mlobs.loki import LokiTimeout
+
+    client = make_client(loki.url)
+    loki.fail_next(504, body="request timed out, decrease the duration of the request")
+    with pytest.raises(LokiTimeout, match="HTTP 504: request timed out"):
+        client.instant(COUNT_ALL, T0, fail_fast_timeouts=True)
+    loki.fail_next(504)
+    assert client.instant(COUNT_ALL, T0) == []  # otherwise a 504 is retried like any 5xx
+
+
+def test_queries_from_many_threads_are_all_counted(loki: LokiDouble) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(loki.url)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: client.instant(COUNT_ALL, T0), range(40)))
+    assert client.queries_issued == 40 and client.requests_sent == 40
+
+
 def test_answers_that_never_come_give_unavailable(loki: LokiDouble) -> None:
     client = make_client(loki.url, timeout=0.1, deadline=0.4)
     loki.stall_next(0.5, times=50)

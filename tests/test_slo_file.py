@@ -95,21 +95,58 @@ def test_too_few_samples_for_a_p99_is_inconclusive_not_a_pass(tmp_path):
     assert result.exit_code == 1  # volume fails: 37 < 1000
 
 
-def test_empty_window_is_inconclusive_and_exit_2_under_fail_on_inconclusive(tmp_path):
-    # every line is two hours before the window
-    loggen.write(tmp_path / "logs.jsonl", loggen.requests(500, start=loggen.END - 9000, end=loggen.END - 7200))
-    feature(tmp_path, """
-        Feature: f
-          Scenario: errors
-            Given the logs of stream {namespace="x"}
-            Then the 5xx error rate is below 1 percent
-    """)
-    default, data = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature")
-    assert default.exit_code == 0
-    assert verdicts(data) == {"errors": "inconclusive"}
-    assert "0/0 is not a rate" in data["scenarios"][0]["checks"][0]["reason"]
-    strict, _ = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature", "--fail-on=inconclusive")
-    assert strict.exit_code == 2
+ERRORS_ONLY = """
+    Feature: f
+      Scenario: errors
+        Given the logs of stream {namespace="x"}
+        Then the 5xx error rate is below 1 percent
+"""
+
+
+def test_a_window_with_no_line_in_it_could_not_be_evaluated_and_says_why(tmp_path):
+    # Every line is two hours before the window: "0 requests" would be a lie about the service.
+    lines = loggen.requests(500, start=loggen.END - 9000, end=loggen.END - 7200)
+    path = tmp_path / "logs.jsonl"
+    loggen.write(path, lines)
+    with path.open("a") as fh:
+        fh.write("Traceback (most recent call last): not json\n")
+        fh.write(json.dumps({**lines[0], "timestamp": "yesterday"}) + "\n")
+    feature(tmp_path, ERRORS_ONLY)
+    result, data = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("mlobs: error: logs-file logs.jsonl: no line to evaluate in the window")
+    assert "502 line(s) read, 0 in the window; skipped 1 not JSON, 1 without a valid timestamp, " \
+           "500 outside the window" in line
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "not json\n[1, 2]\n\"a string\"\n",
+                                     '{"timestamp": "2026-11-24T10:00:00", "status_code": 200}\n'])
+def test_an_empty_or_unreadable_log_file_could_not_be_evaluated(tmp_path, content):
+    (tmp_path / "logs.jsonl").write_text(content)
+    feature(tmp_path, CONTRACT)
+    result, _ = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature")
+    assert result.exit_code == 2  # not "0 requests" → a violation of "at least 1000 requests"
+    (line,) = result.stderr.strip().splitlines()
+    read = len([x for x in content.splitlines() if x.strip()])
+    assert f"{read} line(s) read, 0 in the window" in line
+
+
+def test_skipped_lines_are_counted_in_the_evidence(tmp_path):
+    lines = loggen.requests(1200)
+    early = loggen.requests(7, start=loggen.END - 9000, end=loggen.END - 7200, seed=5)
+    path = tmp_path / "logs.jsonl"
+    loggen.write(path, lines + early)
+    with path.open("a") as fh:
+        fh.write("{not json\n" * 3)
+        fh.write(json.dumps({**lines[0], "timestamp": None}) + "\n")
+        fh.write(json.dumps({**lines[0], "timestamp": "2026-13-45T99:00:00Z"}) + "\n")
+    feature(tmp_path, CONTRACT)
+    result, data = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature")
+    evidence = "1212 line(s) read, 1200 in the window; skipped 3 not JSON, 2 without a valid " \
+               "timestamp, 7 outside the window"
+    for scenario in data["scenarios"]:
+        assert all(evidence in query for query in scenario["checks"][0]["queries"]), scenario
 
 
 def test_non_numeric_latency_lines_are_left_out_and_counted(tmp_path):
@@ -125,7 +162,8 @@ def test_non_numeric_latency_lines_are_left_out_and_counted(tmp_path):
     _, data = run(tmp_path, "--logs-file=logs.jsonl", "--features=slo.feature")
     latency = data["scenarios"][0]["checks"][0]
     assert latency["n"] == 1197
-    assert "1 line(s) with a non-numeric latency_ms were left out" in latency["reason"]
+    # "n/a", null and a missing field: none of them is a latency the p99 can use
+    assert "3 line(s) without a usable latency_ms (a plain number ≥ 0) were left out" in latency["reason"]
 
 
 def test_model_version_filters_and_a_quote_cannot_escape(tmp_path):

@@ -87,6 +87,8 @@ SLO_OPTIONS = [
     opt("window-end", "End of the window (RFC 3339 or Unix seconds); default now."),
     opt("grafana-url", "Grafana base URL: each verdict links to Explore with its query."),
     opt("vars", "Extra ${NAME} values for feature files, one NAME=VALUE per line or comma."),
+    opt("loki-concurrency", "Loki queries in flight at once (each with its own retries and deadline).",
+        type=click.IntRange(min=1), default=4, show_default=True),
 ]
 
 LAKE_OPTIONS = [

@@ -2,15 +2,22 @@
 
 It exists so tests exercise the real HTTP client and real query text, and it is kept honest by
 ``tests/test_loki_conformance.py``, which replays the responses recorded from a real Loki
-(``tests/data/loki-conformance``) against it. Semantics follow Loki 3.x's source where the recordings
-are silent; the notes marked *Loki:* say which behaviour is copied and why it matters.
+(``tests/data/loki-conformance``) against it, and by ``tests/test_slo_plan_conformance.py`` (the
+queries slo-validate's plan sends, recorded in ``tests/loki-plan-recordings``). Semantics follow
+Loki 3.x's documentation and source where the recordings are silent; the notes marked *Loki:* say
+which behaviour is copied and why it matters.
 
 Supported: stream selectors (= != =~ !~), line filters (|= != |~ !~), ``| json`` with and without
-parameters, label filters (string, regex, numeric, duration; and/or/comma), ``| unwrap`` (with
-bytes/duration conversions) and post-unwrap filters, the range functions ``count_over_time rate
-bytes_over_time bytes_rate sum/avg/min/max/stddev/stdvar/first/last/quantile_over_time`` with
-``by``/``without``, ``offset``, and the vector aggregations ``sum avg min max count``. Anything
-else answers HTTP 400 with a message starting ``LokiDouble does not implement``.
+parameters, label filters (string, regex, numeric, duration, bytes — values read as go-humanize
+and Go's ParseFloat read them; and/or/comma), ``| label_format`` (renames, and templates of text
+and ``{{.label}}``), ``| drop`` (names and matchers; ``__error__`` clears the error), ``| unwrap``
+(with bytes/duration conversions) and post-unwrap filters, the range functions ``count_over_time
+rate bytes_over_time bytes_rate sum/avg/min/max/stddev/stdvar/first/last/quantile_over_time`` with
+``by``/``without``, ``offset``, the vector aggregations ``sum avg min max count``, and the limits
+``max_query_series`` and ``max_query_length`` (see LokiDouble). Anything else answers HTTP 400 with
+a message starting ``LokiDouble does not implement``. Known difference: for a malformed JSON line
+(cut short, a bare NaN), Loki's ``| json a="a"`` still reads the fields it can and flags an error
+only when a requested one is unreadable; the double calls the whole line not JSON.
 
 Deliberately independent of ``mlobs.loki``: it has its own unquoting and float parsing, so a
 mistake in the query builder cannot be mirrored by the same mistake here.
@@ -24,6 +31,7 @@ import re
 import statistics
 import threading
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -120,22 +128,35 @@ def _prom_labels(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in sorted(labels.items())) + "}"
 
 
-_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_GO_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+")
+_GO_DIGITS = r"[0-9](?:_?[0-9])*"
+_GO_HEX_DIGITS = r"[0-9a-fA-F](?:_?[0-9a-fA-F])*"
+_GO_DECIMAL = re.compile(
+    rf"[+-]?(?:{_GO_DIGITS}(?:\.(?:{_GO_DIGITS})?)?|\.{_GO_DIGITS})(?:[eE][+-]?{_GO_DIGITS})?"
+)
+_GO_HEX = re.compile(
+    rf"[+-]?0[xX](?:_?{_GO_HEX_DIGITS}(?:\.(?:{_GO_HEX_DIGITS})?)?|\.{_GO_HEX_DIGITS})"
+    rf"[pP][+-]?{_GO_DIGITS}"
+)
+# Go: Inf and Infinity take a sign, NaN does not ("-nan" is invalid syntax).
 _GO_SPECIAL = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
-               "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan, "+nan": math.nan,
-               "-nan": math.nan}  # fmt: skip
+               "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan}  # fmt: skip
 
 
 def _go_parse_float(text: str) -> float:
-    """strconv.ParseFloat(text, 64), raising ValueError with Go's error text."""
+    """strconv.ParseFloat(text, 64), raising ValueError with Go's error text.
+
+    Go's float literal syntax: underscores may separate digits ("1_000"); out-of-range values are
+    an error (the value Go also returns, ±Inf, is not used by Loki)."""
     if text.lower() in _GO_SPECIAL:
         return _GO_SPECIAL[text.lower()]
     if _GO_DECIMAL.fullmatch(text):
-        value = float(text)
+        value = float(text.replace("_", ""))
     elif _GO_HEX.fullmatch(text):
         sign = -1.0 if text.startswith("-") else 1.0
-        value = sign * float.fromhex(text.lstrip("+-"))
+        try:
+            value = sign * float.fromhex(text.lstrip("+-").replace("_", ""))
+        except OverflowError:
+            value = math.inf
     else:
         raise ValueError(f"strconv.ParseFloat: parsing {_go_quote(text)}: invalid syntax")
     if math.isinf(value):
@@ -297,17 +318,35 @@ _NUMBER = re.compile(
 _IDENT = re.compile(r"[^\W\d]\w*")
 _DURATION_RUNES = set("0123456789.nuµmshdwy")
 _BYTES_RUNES = set("0123456789.BikKMGTP")
-_BYTES_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
-                "gib": 1024**3, "tb": 1000**4, "tib": 1024**4, "pb": 1000**5, "pib": 1024**5}  # fmt: skip
+
+
+_HUMANIZE_UNITS = {"b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2, "gib": 1024**3,
+                   "gb": 1000**3, "tib": 1024**4, "tb": 1000**4, "pib": 1024**5, "pb": 1000**5,
+                   "eib": 1024**6, "eb": 1000**6, "": 1, "ki": 1024, "k": 1000, "mi": 1024**2,
+                   "m": 1000**2, "gi": 1024**3, "g": 1000**3, "ti": 1024**4, "t": 1000**4,
+                   "pi": 1024**5, "p": 1000**5, "ei": 1024**6, "e": 1000**6}  # fmt: skip
 
 
 def _parse_bytes(text: str) -> int:
-    """go-humanize ParseBytes, for the sizes a label value or literal may hold."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
-    unit = (match.group(2) if match else "x").lower() or "b"
-    if match is None or unit not in _BYTES_UNITS and unit + "b" not in _BYTES_UNITS:
-        raise ValueError(f"unhandled size name: {text}")
-    return int(float(match.group(1)) * _BYTES_UNITS.get(unit, _BYTES_UNITS.get(unit + "b", 1)))
+    """go-humanize's ParseBytes, as Loki's bytes label filters (and literals) read a value: the
+    leading run of digits, '.' and ',' (commas removed) through strconv.ParseFloat, times the unit
+    the rest names after trimming spaces; ≥ 2^64 is "too large"."""
+    run = 0
+    for ch in text:
+        if not (unicodedata.category(ch) == "Nd" or ch in ".,"):
+            break
+        run += 1
+    if not text[:run].isascii():
+        # Go slices the bytes by the count of runes: a multi-byte digit leaves broken UTF-8.
+        raise ValueError(f"strconv.ParseFloat: parsing {_go_quote(text[:run])}: invalid syntax")
+    number = _go_parse_float(text[:run].replace(",", ""))
+    extra = text[run:].strip().lower()
+    if extra not in _HUMANIZE_UNITS:
+        raise ValueError(f"unhandled size name: {extra}")
+    value = number * _HUMANIZE_UNITS[extra]
+    if value >= 2.0**64:
+        raise ValueError(f"too large: {text}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -505,6 +544,22 @@ class BinaryFilter:
     left: Any
     right: Any
     is_and: bool
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """``| label_format dst="{{.src}} text", dst2=src2``: templates (text and ``{{.label}}``
+    only) or renames."""
+
+    items: tuple[tuple[str, tuple[tuple[str, str], ...] | None, str | None], ...]
+
+
+@dataclass(frozen=True)
+class Drop:
+    """``| drop name, name="value", name=~"re"``."""
+
+    names: tuple[str, ...]
+    matchers: tuple[Matcher, ...]
 
 
 @dataclass(frozen=True)
@@ -752,10 +807,54 @@ class Parser:
             return JsonStage(tuple(params))
         if token.kind in ("IDENTIFIER", "OPEN_PARENTHESIS"):
             return self.label_filter()
-        if token.kind in ("LOGFMT", "REGEXP", "UNPACK", "PATTERN", "LINE_FMT", "LABEL_FMT",
-                          "DROP", "KEEP", "DECOLORIZE"):  # fmt: skip
+        if token.kind == "LABEL_FMT":
+            self.take()
+            return self.label_format()
+        if token.kind == "DROP":
+            self.take()
+            return self.drop()
+        if token.kind in ("LOGFMT", "REGEXP", "UNPACK", "PATTERN", "LINE_FMT",
+                          "KEEP", "DECOLORIZE"):  # fmt: skip
             raise Unsupported(f"the {token.text} stage")
         raise self.unexpected(token)
+
+    def label_format(self) -> LabelFormat:
+        items = []
+        while True:
+            name = self.expect("IDENTIFIER").value
+            self.expect("EQ")
+            value = self.take()
+            if value.kind == "STRING":
+                items.append((name, _simple_template(value.value), None))
+            elif value.kind == "IDENTIFIER":
+                items.append((name, None, value.value))
+            else:
+                raise self.unexpected(value)
+            if self.peek().kind != "COMMA":
+                break
+            self.take()
+        names = [name for name, _, _ in items]
+        for name in names:
+            # Loki: LabelsFormatter's validate(), at parse time.
+            if name == "__error__":
+                raise ParseError("__error__ cannot be formatted")
+            if names.count(name) > 1:
+                raise ParseError(f"multiple label name '{name}' not allowed in a single format operation")
+        return LabelFormat(tuple(items))
+
+    def drop(self) -> Drop:
+        names: list[str] = []
+        matchers: list[Matcher] = []
+        while True:
+            name = self.expect("IDENTIFIER").value
+            if self.peek().kind in _MATCH_KINDS:
+                op = _MATCH_KINDS[self.take().kind]
+                matchers.append(_matcher(name, op, self.expect("STRING").value))
+            else:
+                names.append(name)
+            if self.peek().kind != "COMMA":
+                return Drop(tuple(names), tuple(matchers))
+            self.take()
 
     def json_param(self) -> tuple[str, str]:
         label = self.expect("IDENTIFIER").value
@@ -904,6 +1003,7 @@ class LineState:
         self.stream = stream
         self.metadata = metadata
         self.parsed: dict[str, str] = {}
+        self.dropped: set[str] = set()
         self.error = ""
         self.error_details = ""
 
@@ -912,7 +1012,11 @@ class LineState:
             return self.error
         if name == "__error_details__":
             return self.error_details
-        for source in (self.parsed, self.metadata, self.stream):
+        if name in self.parsed:
+            return self.parsed[name]
+        if name in self.dropped:
+            return None
+        for source in (self.metadata, self.stream):
             if name in source:
                 return source[name]
         return None
@@ -920,8 +1024,18 @@ class LineState:
     def set_error(self, error: str, details: str = "") -> None:
         self.error, self.error_details = error, details
 
+    def delete(self, name: str) -> None:
+        if name == "__error__":
+            self.error = ""
+        elif name == "__error_details__":
+            self.error_details = ""
+        else:
+            self.parsed.pop(name, None)
+            self.dropped.add(name)  # the stream's labels are shared by its lines: not mutated
+
     def labels(self) -> dict[str, str]:
-        merged = {**self.stream, **self.metadata, **self.parsed}
+        merged = {**{k: v for k, v in {**self.stream, **self.metadata}.items() if k not in self.dropped},
+                  **self.parsed}
         if self.error:
             merged["__error__"] = self.error
             if self.error_details:
@@ -1076,7 +1190,63 @@ def _apply_filter(node: Any, state: LineState) -> bool:
     }[node.op]  # fmt: skip
 
 
+_TEMPLATE_FIELD = re.compile(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
+
+
+def _simple_template(text: str) -> tuple[tuple[str, str], ...]:
+    """A label_format template made of text and ``{{.label}}`` only, as ("text"|"field", value)."""
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for match in _TEMPLATE_FIELD.finditer(text):
+        parts.append(("text", text[pos : match.start()]))
+        parts.append(("field", match.group(1)))
+        pos = match.end()
+    parts.append(("text", text[pos:]))
+    if any("{{" in value or "}}" in value for kind, value in parts if kind == "text"):
+        raise Unsupported("label_format templates beyond text and {{.label}}")
+    return tuple(p for p in parts if p[1] or p[0] == "field")
+
+
+def _apply_label_format(stage: LabelFormat, state: LineState) -> None:
+    # Loki: LabelsFormatter.Process. A template sees every label of the line so far — the
+    # pipeline's __error__ and __error_details__ included — with a missing one read as "";
+    # a rename moves the value and deletes the source label.
+    snapshot: dict[str, str] | None = None
+    for name, template, source in stage.items:
+        if source is not None:
+            value = state.get(source)
+            if value is not None and source not in ("__error__", "__error_details__"):
+                state.parsed[name] = value
+                state.delete(source)
+            continue
+        if snapshot is None:
+            snapshot = {k: v for k, v in {**state.stream, **state.metadata}.items()
+                        if k not in state.dropped} | state.parsed
+            if state.error:
+                snapshot["__error__"] = state.error
+                snapshot["__error_details__"] = state.error_details
+        assert template is not None
+        state.parsed[name] = "".join(snapshot.get(v, "") if kind == "field" else v
+                                     for kind, v in template)
+
+
+def _apply_drop(stage: Drop, state: LineState) -> None:
+    # Loki: DropLabels.Process — a plain name always goes, name="value" only when it matches;
+    # dropping __error__ (and __error_details__) clears the line's error.
+    for name in stage.names:
+        state.delete(name)
+    for matcher in stage.matchers:
+        value = state.get(matcher.name)
+        if value is not None and matcher.matches(value):
+            state.delete(matcher.name)
+
+
 def _filter_labels(node: Any) -> list[str]:
+    if isinstance(node, LabelFormat):
+        return [n for _, template, source in node.items
+                for n in ([source] if source is not None else [v for k, v in template or () if k == "field"])]
+    if isinstance(node, Drop):
+        return []
     if isinstance(node, BinaryFilter):
         return [*_filter_labels(node.left), *_filter_labels(node.right)]
     if isinstance(node, StringFilter):
@@ -1136,6 +1306,10 @@ class Extractor:
                     return None
             elif isinstance(stage, JsonStage):
                 _apply_json(stage, line, state, self.hints)
+            elif isinstance(stage, LabelFormat):
+                _apply_label_format(stage, state)
+            elif isinstance(stage, Drop):
+                _apply_drop(stage, state)
             elif not _apply_filter(stage, state):
                 return None
         unwrap = self.log.unwrap
@@ -1238,6 +1412,7 @@ class Stream:
 class Engine:
     def __init__(self, streams: Iterable[Stream]) -> None:
         self.streams = list(streams)
+        self.lines_scanned = 0  # entries of matching streams inside a queried window (benchmarks)
 
     def evaluate(self, expr: Any, times: list[int]) -> Result:
         if isinstance(expr, RangeAgg):
@@ -1257,6 +1432,7 @@ class Engine:
                 continue
             for ts, line, metadata in stream.entries:
                 if low < ts <= high:
+                    self.lines_scanned += 1
                     produced = extractor.process(stream.labels, line, metadata)
                     if produced is not None:
                         samples.append((ts, _key(produced[1]), produced[0]))
@@ -1392,6 +1568,14 @@ class LokiDouble:
     Use as a context manager; ``url`` is its base URL. ``discover_service_name``,
     ``discover_log_levels`` and ``align_range_steps`` mirror Loki 3.x defaults (the recordings
     show ``service_name="unknown_service"``, ``detected_level`` and step-aligned range results).
+
+    Limits, with Loki's defaults and messages (``limits_config``; recorded in
+    ``tests/loki-plan-recordings``): ``max_query_series`` (500) refuses an instant result with
+    more series; ``max_query_length`` (721h) refuses an instant query whose range is longer —
+    except, with ``split_instant_queries`` (Loki's query frontend splits those by interval), the
+    ``sum`` of a count/rate/bytes/sum_over_time aggregation, which a real Loki answers whole.
+    ``lines_scanned`` counts the log lines the queries read; ``max_in_flight`` the most queries
+    served at once (for benchmarks and concurrency tests).
     """
 
     def __init__(
@@ -1400,10 +1584,19 @@ class LokiDouble:
         discover_service_name: bool = True,
         discover_log_levels: bool = True,
         align_range_steps: bool = True,
+        max_query_series: int = 500,
+        max_query_length_s: int = 721 * 3600,
+        split_instant_queries: bool = True,
     ) -> None:
         self.discover_service_name = discover_service_name
         self.discover_log_levels = discover_log_levels
         self.align_range_steps = align_range_steps
+        self.max_query_series = max_query_series
+        self.max_query_length_s = max_query_length_s
+        self.split_instant_queries = split_instant_queries
+        self.lines_scanned = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._streams: dict[LabelKey, Stream] = {}
         self._faults: list[_Fault] = []
         self._requests: list[RecordedRequest] = []
@@ -1506,6 +1699,17 @@ class LokiDouble:
         with self._lock:
             self._requests.append(RecordedRequest(method, path, dict(params), dict(headers), body))
             fault = self._faults.pop(0) if self._faults else None
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return self._handle(fault, method, path, params, body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _handle(
+        self, fault: _Fault | None, method: str, path: str, params: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         if fault is not None:
             time.sleep(fault.delay_s)
             if fault.status is not None:
@@ -1550,7 +1754,21 @@ class LokiDouble:
                 "query to a range query type"
             )
         at = _parse_time(params.get("time"), time.time_ns())
-        result = self._snapshot().evaluate(expr, [at])
+        self._check_length(expr)
+        engine = self._snapshot()
+        try:
+            result = engine.evaluate(expr, [at])
+        finally:
+            with self._lock:
+                self.lines_scanned += engine.lines_scanned
+        if len(result) > self.max_query_series:
+            # Loki: logqlmodel.NewSeriesLimitError, HTTP 400.
+            raise QueryError(
+                f"maximum number of series ({self.max_query_series}) reached for a single query; "
+                "consider reducing query cardinality by adding more specific stream selectors, "
+                "reducing the time range, or aggregating results with functions like sum(), "
+                "count() or topk()"
+            )
         vector = [
             {
                 "metric": dict(key),
@@ -1581,7 +1799,12 @@ class LokiDouble:
             start -= start % step
             end += -end % step
         times = list(range(start, end + 1, step))
-        result = self._snapshot().evaluate(expr, times)
+        engine = self._snapshot()
+        try:
+            result = engine.evaluate(expr, times)
+        finally:
+            with self._lock:
+                self.lines_scanned += engine.lines_scanned
         matrix = [
             {
                 "metric": dict(key),
@@ -1594,6 +1817,50 @@ class LokiDouble:
             for key, points in sorted(result.items())
         ]
         return {"resultType": "matrix", "result": matrix}
+
+
+    def _check_length(self, expr: Any) -> None:
+        """Loki's limits middleware: an instant query may not look back further than
+        max_query_length, unless the frontend split it (see the class docstring)."""
+        inner = expr.inner if isinstance(expr, VectorAgg) else expr
+        if not isinstance(inner, RangeAgg) or not self.max_query_length_s:
+            return
+        split = (self.split_instant_queries and isinstance(expr, VectorAgg) and expr.op == "sum"
+                 and inner.op in ("count_over_time", "rate", "bytes_over_time", "bytes_rate",
+                                  "sum_over_time"))  # fmt: skip
+        length_ns = inner.log.range_ns
+        if not split and length_ns > self.max_query_length_s * NS:
+            raise QueryError(
+                f"the query time range exceeds the limit (query length: {_go_duration(length_ns)}, "
+                f"limit: {_model_duration(self.max_query_length_s)})"
+            )
+
+
+def _go_duration(ns: int) -> str:
+    """time.Duration.String() for whole seconds: 800h0m0s, 1h30m0s, 45m0s, 30s."""
+    seconds = ns // NS
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _model_duration(seconds: int) -> str:
+    """Prometheus model.Duration.String(): 721h → 30d1h, 14d → 2w (years and weeks only when
+    they divide the rest exactly)."""
+    parts, left = [], seconds * 1000
+    for unit, size, exact in (("y", 365 * 86_400_000, True), ("w", 7 * 86_400_000, True),
+                              ("d", 86_400_000, False), ("h", 3_600_000, False),
+                              ("m", 60_000, False), ("s", 1000, False), ("ms", 1, False)):  # fmt: skip
+        if exact and left % size:
+            continue
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
 
 
 def _parse_time(value: str | None, default: int) -> int:

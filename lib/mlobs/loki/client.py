@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, ResponseError
+from urllib3.exceptions import HTTPError, MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
 from mlobs import __version__
@@ -31,6 +32,7 @@ __all__ = [
     "LokiClient",
     "LokiQueryError",
     "LokiResponseError",
+    "LokiTimeout",
     "LokiUnavailable",
     "Sample",
     "Series",
@@ -39,6 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_POOL_SIZE = 16
 _MAX_QUOTED = 500
 
 
@@ -61,6 +64,11 @@ class LokiResponseError(MlobsError):
 
 class LokiUnavailable(SourceUnavailable):
     """Loki could not be reached, or kept failing (429/5xx, timeouts) until the deadline."""
+
+
+class LokiTimeout(LokiUnavailable):
+    """A query ran out of time — the client's read timeout, or Loki's own (HTTP 504) — and the
+    caller asked to hear about it at once rather than retry (it can split the query instead)."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +110,11 @@ class _DeadlineRetry(Retry):
         backoff_cap: float = 8.0,
         attempts: _Attempts | None = None,
         planned_delay: float = 0.0,
+        fail_fast_timeouts: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.fail_fast_timeouts = fail_fast_timeouts
         self.deadline_at = deadline_at
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -116,6 +126,7 @@ class _DeadlineRetry(Retry):
         kw.setdefault("backoff_base", self.backoff_base)
         kw.setdefault("backoff_cap", self.backoff_cap)
         kw.setdefault("attempts", self.attempts)
+        kw.setdefault("fail_fast_timeouts", self.fail_fast_timeouts)
         return super().new(**kw)
 
     def increment(
@@ -128,6 +139,11 @@ class _DeadlineRetry(Retry):
         _stacktrace: Any = None,
     ) -> _DeadlineRetry:
         self.attempts.last_error = _describe_failure(response, error)
+        timed_out = isinstance(error, ReadTimeoutError) or (response is not None and response.status == 504)
+        if self.fail_fast_timeouts and timed_out:
+            # No retry: the same query would time out again; the caller splits it instead.
+            reason = error or ResponseError(self.attempts.last_error)
+            raise MaxRetryError(_pool, url, reason) from reason
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         retry_after = self._retry_after(response)
         if retry_after is not None:
@@ -219,6 +235,7 @@ class LokiClient:
         self.backoff_max = float(backoff_max)
         self.queries_issued = 0
         self.requests_sent = 0
+        self._counter_lock = threading.Lock()  # queries may be sent from several threads
 
         self._headers = {"User-Agent": f"mlobs/{__version__}", "Accept": "application/json"}
         if token is not None:
@@ -228,22 +245,30 @@ class LokiClient:
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         if tenant:
             self._headers["X-Scope-OrgID"] = tenant
+        # One connection per concurrent query is kept for reuse (the default keeps one in total).
         if ca_bundle is not None:
-            self._pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(ca_bundle))
+            self._pool = urllib3.PoolManager(maxsize=_POOL_SIZE, cert_reqs="CERT_REQUIRED",
+                                             ca_certs=str(ca_bundle))
         else:
-            self._pool = urllib3.PoolManager()
+            self._pool = urllib3.PoolManager(maxsize=_POOL_SIZE)
 
     def __repr__(self) -> str:
         return f"LokiClient({self.base_url!r}, tenant={self.tenant!r})"
 
     # --- public API -----------------------------------------------------------------------------
 
-    def instant(self, query: str, at: float) -> list[Sample]:
-        """Evaluate a metric query at ``at`` (unix seconds); an empty list means no data."""
+    def instant(self, query: str, at: float, *, fail_fast_timeouts: bool = False) -> list[Sample]:
+        """Evaluate a metric query at ``at`` (unix seconds); an empty list means no data.
+
+        ``fail_fast_timeouts``: raise :class:`LokiTimeout` on the first timed-out attempt (the
+        read timeout, or HTTP 504) instead of retrying it until the deadline.
+        """
         query = _check_query(query)
-        self.queries_issued += 1
+        with self._counter_lock:
+            self.queries_issued += 1
         payload = self._get_json(
-            "/loki/api/v1/query", {"query": query, "time": _nanoseconds(at, "at")}, query
+            "/loki/api/v1/query", {"query": query, "time": _nanoseconds(at, "at")}, query,
+            fail_fast_timeouts=fail_fast_timeouts,
         )
         data = _data(payload, query)
         kind, result = data.get("resultType"), data.get("result")
@@ -276,7 +301,8 @@ class LokiClient:
         }
         if int(params["end"]) < int(params["start"]):
             raise ConfigError("the range query ends before it starts")
-        self.queries_issued += 1
+        with self._counter_lock:
+            self.queries_issued += 1
         data = _data(self._get_json("/loki/api/v1/query_range", params, query), query)
         kind, result = data.get("resultType"), data.get("result")
         if kind == "streams":
@@ -301,8 +327,10 @@ class LokiClient:
 
     # --- HTTP -----------------------------------------------------------------------------------
 
-    def _get_json(self, path: str, params: dict[str, str], query: str) -> dict[str, Any]:
-        response = self._send("GET", path, params, query=query, what="query")
+    def _get_json(self, path: str, params: dict[str, str], query: str, *,
+                  fail_fast_timeouts: bool = False) -> dict[str, Any]:
+        response = self._send("GET", path, params, query=query, what="query",
+                              fail_fast_timeouts=fail_fast_timeouts)
         try:
             payload = json.loads(response.data)
         except ValueError:
@@ -322,6 +350,7 @@ class LokiClient:
         body: bytes | None = None,
         query: str | None = None,
         what: str,
+        fail_fast_timeouts: bool = False,
     ) -> Any:
         started = time.monotonic()
         attempts = _Attempts()
@@ -336,6 +365,7 @@ class LokiClient:
             backoff_base=self.backoff_base,
             backoff_cap=self.backoff_max,
             attempts=attempts,
+            fail_fast_timeouts=fail_fast_timeouts,
         )
         headers = dict(self._headers)
         if body is not None:
@@ -354,15 +384,20 @@ class LokiClient:
                 )  # fmt: skip
         except MaxRetryError as exc:
             reason = attempts.last_error or _describe_failure(None, exc.reason)
-            raise self._unavailable(reason, attempts, started) from None
+            timed_out = fail_fast_timeouts and isinstance(exc.reason, ReadTimeoutError)
+            raise self._unavailable(reason, attempts, started, timed_out=timed_out) from None
         except HTTPError as exc:
             raise self._unavailable(_describe_failure(None, exc), attempts, started) from None
         finally:
-            self.requests_sent += attempts.sent
+            with self._counter_lock:
+                self.requests_sent += attempts.sent
 
         status = response.status
         if 200 <= status < 300:
             return response
+        if status == 504 and fail_fast_timeouts:
+            reason = f"HTTP 504: {_first_line(response.data) or 'gateway timeout'}"
+            raise self._unavailable(reason, attempts, started, timed_out=True)
         message = _first_line(response.data) or f"HTTP {status} with an empty body"
         if status in _RETRY_STATUSES or status >= 500:  # 429/500/502/503/504 were retried
             reason = attempts.last_error or f"HTTP {status}: {message}"
@@ -380,10 +415,11 @@ class LokiClient:
             hint="check that loki-url points at Loki itself, not a proxy or login page",
         )
 
-    def _unavailable(self, reason: str, attempts: _Attempts, started: float) -> LokiUnavailable:
+    def _unavailable(self, reason: str, attempts: _Attempts, started: float, *,
+                     timed_out: bool = False) -> LokiUnavailable:
         elapsed = time.monotonic() - started
         tries = "1 attempt" if attempts.sent == 1 else f"{attempts.sent} attempts"
-        return LokiUnavailable(
+        return (LokiTimeout if timed_out else LokiUnavailable)(
             f"Loki at {self.base_url} is unavailable: {reason} "
             f"(gave up after {tries} in {elapsed:.1f}s)",
             hint="check the Loki URL and that Loki is reachable from the runner",

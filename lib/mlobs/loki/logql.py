@@ -25,14 +25,22 @@ from dataclasses import dataclass
 from mlobs.errors import ConfigError
 
 __all__ = [
+    "FLOAT64_MAX",
+    "AnyOf",
     "LabelFilter",
+    "NUMBER_REGEX",
+    "ErrorMark",
+    "UsableNumber",
     "Matcher",
     "Selector",
     "count_query",
+    "format_duration",
     "parse_duration",
+    "parse_go_float",
     "quantile_query",
     "string_literal",
     "unwrap_dropped_query",
+    "usable_number",
     "validate_label_name",
 ]
 
@@ -45,14 +53,43 @@ _DURATION = re.compile(
 )
 _DURATION_UNITS_S = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 
-# What Go's strconv.ParseFloat — the function behind `| unwrap` — accepts: decimal with optional
-# exponent, hexadecimal with a mandatory p exponent, and Inf/Infinity/NaN in any case. (Go also
-# accepts digit-separating underscores; such spellings would be counted as dropped.)
+# What Go's strconv.ParseFloat — the function behind `| unwrap` and numeric label filters —
+# accepts: decimal with optional exponent, hexadecimal with a mandatory p exponent, underscores
+# between digits (Go literal syntax), and Inf/Infinity (signed or not) and NaN (unsigned) in any
+# case. Checked against Go itself: "1_000" is 1000, "-nan" and " 1" are errors. Values that overflow
+# ("1e999") also fail to parse; no regular expression can say that, see parse_go_float.
+_D = r"[0-9](?:_?[0-9])*"
+_H = r"[0-9a-f](?:_?[0-9a-f])*"
 NUMBER_REGEX = (
-    r"[+-]?(?i:(?:[0-9]+[.]?[0-9]*|[.][0-9]+)(?:e[+-]?[0-9]+)?"
-    r"|0x(?:[0-9a-f]+[.]?[0-9a-f]*|[.][0-9a-f]+)p[+-]?[0-9]+"
-    r"|inf(?:inity)?|nan)"
+    rf"(?i:[+-]?(?:(?:{_D}(?:[.](?:{_D})?)?|[.]{_D})(?:e[+-]?{_D})?"
+    rf"|0x(?:_?{_H}(?:[.](?:{_H})?)?|[.]{_H})p[+-]?{_D}"
+    r"|inf(?:inity)?)|nan)"
 )
+_GO_FLOAT = re.compile(NUMBER_REGEX)
+
+# The largest finite float64: `x <= FLOAT64_MAX` is false for +Inf and NaN.
+FLOAT64_MAX = 1.7976931348623157e308
+
+
+def parse_go_float(text: str) -> float | None:
+    """``strconv.ParseFloat(text, 64)`` — the number, or None where Go returns an error
+    (bad syntax, or a value out of float64's range)."""
+    if not isinstance(text, str) or not _GO_FLOAT.fullmatch(text):
+        return None
+    lower = text.lower().lstrip("+")
+    if lower in ("inf", "infinity", "nan") or lower in ("-inf", "-infinity"):
+        return float(lower)
+    digits = text.replace("_", "")
+    try:
+        if "x" in lower:
+            sign = -1.0 if digits.startswith("-") else 1.0
+            value = sign * float.fromhex(digits.lstrip("+-"))
+        else:
+            value = float(digits)
+    except (OverflowError, ValueError):
+        return None
+    return None if math.isinf(value) else value
+
 
 # Labels Loki sets itself; they are never JSON fields to extract.
 _INTERNAL_LABELS = frozenset({"__error__", "__error_details__"})
@@ -122,6 +159,22 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ConfigError(f"duration {text!r} is zero", hint="a query window must be positive")
     return float(seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Loki range duration for a whole number of seconds: 3600 → ``1h``, 5400 → ``1h30m``.
+
+    Uses d, h, m and s only (Prometheus' y and w are exact multiples too, but read worse).
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds != int(seconds) \
+            or seconds <= 0:
+        raise ConfigError(f"a query window must be a positive whole number of seconds, got {seconds!r}")
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
 
 
 # --- stream selectors -----------------------------------------------------------------------------
@@ -381,15 +434,96 @@ def _number(value: int | float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
+@dataclass(frozen=True)
+class AnyOf:
+    """Label filters joined with ``or`` in one stage: ``model_version="v2" or model_version="v1"``."""
+
+    filters: tuple[LabelFilter, ...]
+
+    def __post_init__(self) -> None:
+        if not self.filters or not all(isinstance(f, LabelFilter) for f in self.filters):
+            raise ConfigError("AnyOf needs at least one LabelFilter")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.field for f in self.filters))
+
+    def __str__(self) -> str:
+        return " or ".join(map(str, self.filters))
+
+
+# A latency Loki can both compare as bytes and read as a float: a plain decimal, no sign, no
+# exponent, no spaces (see UsableNumber). Python's regex, as Go's: ASCII digits only.
+USABLE_NUMBER_REGEX = r"[0-9]+(?:[.][0-9]*)?|[.][0-9]+"
+_USABLE = re.compile(USABLE_NUMBER_REGEX)
+_UINT64_LIMIT = 2.0**64  # go-humanize's ParseBytes refuses values ≥ MaxUint64 ("too large")
+
+
+@dataclass(frozen=True)
+class UsableNumber:
+    """Two label-filter stages that keep every line and mark ``LabelFilterErr`` on those whose
+    ``field`` is not a usable number: ``f < 1KB or f >= 1KB | f == 0 or f != 0``.
+
+    Both comparisons are true for any value they can read, so they never drop a line; they only
+    fail to read some. The bytes one (go-humanize's ParseBytes) cannot read a sign, an exponent,
+    NaN, Inf, letters or an empty value; the number one (Go's ParseFloat) cannot read the commas,
+    spaces and size units ParseBytes tolerates. What both read is a plain decimal ≥ 0 below 2^64
+    — ``12``, ``12.5``, ``.5`` — which is what :func:`usable_number` accepts. A query then either
+    drops the marked lines (``__error__=""``) or counts them apart (:class:`ErrorMark`).
+    Label filters cost next to nothing per line (measured against Loki 3.7, bench/RESULTS.md). The
+    bytes literal is ``1KB``, not ``0B``: Loki's query frontend re-renders bytes literals with
+    go-humanize ("0 B" → ``0B``, which its own lexer then reads as a binary number and refuses).
+    """
+
+    field: str
+
+    def __post_init__(self) -> None:
+        validate_label_name(self.field, what="field name")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.field,)
+
+    def __str__(self) -> str:
+        f = self.field
+        return f"{f} < 1KB or {f} >= 1KB | {f} == 0 or {f} != 0"
+
+
+def usable_number(value: str | None) -> float | None:
+    """The value as a quantile uses it, or None where :class:`UsableNumber` marks the line."""
+    if not value or not _USABLE.fullmatch(value):
+        return None
+    number = float(value)
+    return number if number < _UINT64_LIMIT else None
+
+
+@dataclass(frozen=True)
+class ErrorMark:
+    """``label_format <label>="{{.__error__}}" | drop __error__, __error_details__``: the line's
+    pipeline error (``LabelFilterErr`` from :class:`UsableNumber`, ``JSONParserErr`` for a line
+    that is not JSON, or none) becomes an ordinary label a count can group by, and the error
+    itself is dropped so the aggregation accepts the line (Loki refuses errors in metrics)."""
+
+    label: str
+
+    def __post_init__(self) -> None:
+        validate_label_name(self.label)
+
+    def __str__(self) -> str:
+        return f"label_format {self.label}={string_literal('{{.__error__}}')} | drop __error__, __error_details__"
+
+
 # --- query builders --------------------------------------------------------------------------------
 
 
 def count_query(
     selector: Selector | str,
     window: str,
-    filters: Iterable[LabelFilter] = (),
+    filters: Iterable[LabelFilter | AnyOf | UsableNumber] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
+    offset: str | None = None,
+    mark: ErrorMark | None = None,
 ) -> str:
     """Count JSON log lines matching ``filters`` in ``window``, one series per ``by`` group.
 
@@ -397,12 +531,19 @@ def count_query(
     (JSONParserErr) and lines where a numeric filter met a non-numeric value (LabelFilterErr —
     which ``| json f="f"`` causes for every line that lacks ``f``, since the parser then sets it to
     ""). Placed before the filters, the second kind would fail the whole query with HTTP 400.
+    With a ``mark`` the errors are kept and counted apart instead (group ``by`` its label).
+    ``offset`` shifts the window back (a sub-window of a longer one).
     """
     sel, filt, groups = _common(selector, filters, by)
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [f.field for f in filt], groups)
-    pipeline = _pipeline(sel, fields, [*map(str, filt), '__error__=""'])
-    return f"sum by ({', '.join(groups)}) (count_over_time({pipeline} [{window}]))"
+    if mark is not None and not isinstance(mark, ErrorMark):
+        raise ConfigError("mark must be an ErrorMark")
+    derived = {mark.label} if mark is not None else set()
+    fields = _json_fields(sel, json_fields, _filter_fields(filt),
+                          [g for g in groups if g not in derived])
+    guard = str(mark) if mark is not None else '__error__=""'
+    pipeline = _pipeline(sel, fields, [*map(str, filt), guard])
+    return f"sum by ({', '.join(groups)}) (count_over_time({pipeline} [{window}]{_offset(offset)}))"
 
 
 def quantile_query(
@@ -410,23 +551,26 @@ def quantile_query(
     q: float,
     field: str,
     window: str,
-    filters: Iterable[LabelFilter] = (),
+    filters: Iterable[LabelFilter | AnyOf] = (),
     by: Iterable[str] = (),
     json_fields: Iterable[str] | None = None,
 ) -> str:
     """The ``q`` quantile of the numeric JSON field ``field`` over ``window``, per ``by`` group.
 
     Lines where ``field`` is missing or null yield no sample (Loki skips them); lines where it is
-    not a number are dropped by the ``__error__=""`` guard after the unwrap — count those with
-    :func:`unwrap_dropped_query` so a report can say how many were ignored.
+    not a number are dropped by the ``__error__=""`` guard after the unwrap (which also drops the
+    lines a filter could not read, e.g. :class:`UsableNumber`) — count those with
+    :func:`unwrap_dropped_query` or a count with an :class:`ErrorMark`, so a report can say how
+    many were ignored.
     """
     if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= 1:
         raise ConfigError(f"quantile {q!r} must be a number between 0 and 1")
     sel, filt, groups = _common(selector, filters, by)
     field = validate_label_name(field, what="field name")
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [field, *(f.field for f in filt)], groups)
-    pipeline = _pipeline(sel, fields, [*map(str, filt), f"unwrap {field}", '__error__=""'])
+    fields = _json_fields(sel, json_fields, [field, *_filter_fields(filt)], groups)
+    stages = [*map(str, filt), f"unwrap {field}", '__error__=""']
+    pipeline = _pipeline(sel, fields, stages)
     return f"quantile_over_time({_number(q)}, {pipeline} [{window}]) by ({', '.join(groups)})"
 
 
@@ -448,7 +592,7 @@ def unwrap_dropped_query(
     sel, filt, groups = _common(selector, filters, by)
     field = validate_label_name(field, what="field name")
     window = _window(window)
-    fields = _json_fields(sel, json_fields, [field, *(f.field for f in filt)], groups)
+    fields = _json_fields(sel, json_fields, [field, *_filter_fields(filt)], groups)
     stages = [
         *map(str, filt),
         '__error__=""',
@@ -460,17 +604,28 @@ def unwrap_dropped_query(
 
 
 def _common(
-    selector: Selector | str, filters: Iterable[LabelFilter], by: Iterable[str]
-) -> tuple[Selector, list[LabelFilter], list[str]]:
+    selector: Selector | str, filters: Iterable[LabelFilter | AnyOf | UsableNumber], by: Iterable[str]
+) -> tuple[Selector, list[LabelFilter | AnyOf | UsableNumber], list[str]]:
     sel = selector if isinstance(selector, Selector) else Selector.parse(selector)
     filt = list(filters)
     for item in filt:
-        if not isinstance(item, LabelFilter):
+        if not isinstance(item, LabelFilter | AnyOf | UsableNumber):
             raise ConfigError(f"expected a LabelFilter, got {type(item).__name__}")
     if isinstance(by, str):
         raise ConfigError(f"'by' must be a list of label names, not the string {by!r}")
     groups = [validate_label_name(name, what="grouping label") for name in by]
     return sel, filt, list(dict.fromkeys(groups))
+
+
+def _filter_fields(filters: Iterable[LabelFilter | AnyOf | UsableNumber]) -> list[str]:
+    return [name for f in filters for name in (f.fields if isinstance(f, AnyOf | UsableNumber) else (f.field,))]
+
+
+def _offset(offset: str | None) -> str:
+    if offset is None:
+        return ""
+    parse_duration(offset)
+    return f" offset {offset}"
 
 
 def _window(window: str) -> str:

@@ -18,6 +18,10 @@ from mlobs.result import Report
 RESULTS_JSON = "slo-results.json"
 JUNIT_XML = "slo-junit.xml"
 
+# Environment variables a feature file may read as ${NAME}: only these, never the rest of the
+# environment (tokens and passwords live there, and a pull request can add a feature file).
+ENV_VARIABLE_PREFIX = "SLO_"
+
 
 @dataclass(frozen=True)
 class SloSettings:
@@ -35,6 +39,7 @@ class SloSettings:
     loki_tenant: str | None = None
     loki_ca_cert: Path | None = None
     loki_timeout: float = 60.0
+    loki_concurrency: int = 4
 
     @classmethod
     def build(cls, common: CommonSettings, params: Mapping[str, object],
@@ -44,8 +49,7 @@ class SloSettings:
         logs_file = _text(params.get("logs_file"))
         if loki_url and logs_file:
             raise ConfigError("set either loki-url or logs-file, not both")
-        if not loki_url and not logs_file:
-            raise ConfigError("no log source: set loki-url (Grafana Loki) or logs-file (JSON lines)")
+        # Neither is fine here: a feature file may name its Loki (the runner says so if none does).
         if loki_url and not loki_url.startswith(("http://", "https://")):
             raise ConfigError(f"loki-url must start with http:// or https://, got {loki_url!r}")
         if _text(params.get("loki_token")) and _text(params.get("loki_password")):
@@ -54,7 +58,7 @@ class SloSettings:
         features = tuple(resolve(workdir, str(p)) for p in (params.get("features") or ()) if str(p).strip())
         window = _text(params.get("window")) or "1h"
         selector = _text(params.get("selector")) or env.get("SELECTOR") or DEFAULT_SELECTOR
-        variables = dict(env)
+        variables = {k: v for k, v in env.items() if k.startswith(ENV_VARIABLE_PREFIX)}
         variables.update(parse_vars(_text(params.get("vars")) or ""))
         variables.update({"WINDOW": window, "SELECTOR": selector})
         variables["MODEL_VERSION"] = common.model_version or variables.get("MODEL_VERSION", "")
@@ -65,6 +69,13 @@ class SloSettings:
             timeout = float(params.get("loki_timeout") or 60)
         except (TypeError, ValueError):
             raise ConfigError(f"loki-timeout must be seconds, got {params.get('loki_timeout')!r}") from None
+        try:
+            concurrency = int(params.get("loki_concurrency") or 4)
+        except (TypeError, ValueError):
+            concurrency = 0
+        if concurrency < 1:
+            raise ConfigError("loki-concurrency must be a whole number ≥ 1, got "
+                              f"{params.get('loki_concurrency')!r}")
         return cls(
             features=features or (bundled_features(env),),
             loki_url=loki_url,
@@ -80,6 +91,7 @@ class SloSettings:
             loki_tenant=_text(params.get("loki_tenant")),
             loki_ca_cert=resolve(workdir, ca) if ca else None,
             loki_timeout=timeout,
+            loki_concurrency=concurrency,
         )
 
 
@@ -121,21 +133,29 @@ def parse_end(text: str | None) -> float:
     return moment.timestamp()
 
 
-def make_source(settings: SloSettings):
+def make_sources(settings: SloSettings):
+    """The inputs' source (loki-url or logs-file) — or, when neither is set, Loki at the URL a
+    feature file names, reached without the credential inputs."""
+    from mlobs.slo.session import Sources
     from mlobs.slo.source import FileSource, LokiSource
 
     if settings.logs_file is not None:
         if not settings.logs_file.is_file():
             raise ConfigError(f"logs-file {str(settings.logs_file)!r} does not exist")
-        return FileSource(settings.logs_file)
+        return Sources(FileSource(settings.logs_file))
     from mlobs.loki.client import LokiClient
 
-    client = LokiClient(settings.loki_url, token=settings.loki_token,
-                        username=settings.loki_username, password=settings.loki_password,
-                        tenant=settings.loki_tenant,
-                        ca_bundle=str(settings.loki_ca_cert) if settings.loki_ca_cert else None,
-                        deadline=settings.loki_timeout)
-    return LokiSource(client, client.base_url)  # the URL without credentials: it is shown
+    def loki(url: str, *, credentials: bool) -> LokiSource:
+        auth = dict(token=settings.loki_token, username=settings.loki_username,
+                    password=settings.loki_password) if credentials else {}
+        client = LokiClient(url, tenant=settings.loki_tenant,
+                            ca_bundle=str(settings.loki_ca_cert) if settings.loki_ca_cert else None,
+                            deadline=settings.loki_timeout, **auth)
+        return LokiSource(client, url, concurrency=settings.loki_concurrency)
+
+    if settings.loki_url is not None:
+        return Sources(loki(settings.loki_url, credentials=True))
+    return Sources(None, lambda url: loki(url, credentials=False))
 
 
 def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
@@ -146,13 +166,12 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     env = os.environ if env is None else env
     settings = SloSettings.build(common, params, env)
     files = collect_feature_files(list(settings.features))
-    source = make_source(settings)
+    sources = make_sources(settings)
     defaults = Defaults(selector=settings.selector, window=settings.window, end=settings.end,
                         model_version=common.model_version, grafana_url=settings.grafana_url)
     end_text = datetime.fromtimestamp(settings.end, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    result = run_features(files, source, settings.variables, defaults, common.working_directory,
-                          source_label=source.description, baseline_version=common.baseline_version,
-                          end_text=end_text)
+    result = run_features(files, sources, settings.variables, defaults, common.working_directory,
+                          baseline_version=common.baseline_version, end_text=end_text)
     summary_path = render.write_json(result, common.output_dir / RESULTS_JSON, common.redactor)
     render.write_junit(result, common.output_dir / JUNIT_XML, common.redactor)
     report = render.render(result, key=common.comment_key)

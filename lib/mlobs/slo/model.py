@@ -37,12 +37,54 @@ class Scope:
         return ()
 
 
+@dataclass(frozen=True)
+class CountRequest:
+    """Lines in scope (its model version included) that pass ``filters``, grouped by ``by``."""
+
+    scope: Scope
+    filters: tuple[Filter, ...] = ()
+    by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuantileRequest:
+    """The ``q`` quantile of ``field`` over the lines in scope that pass ``filters`` and whose
+    ``field`` is a usable number (see :data:`VALID`)."""
+
+    scope: Scope
+    q: float
+    field: str
+    filters: tuple[Filter, ...] = ()
+
+
+@dataclass(frozen=True)
+class DroppedRequest:
+    """Lines in scope that pass ``filters`` but whose ``field`` is not a usable number (missing,
+    text, NaN, ±Inf, negative, …): the lines a quantile of ``field`` leaves out."""
+
+    scope: Scope
+    field: str
+    filters: tuple[Filter, ...] = ()
+
+
+Request = CountRequest | QuantileRequest | DroppedRequest
+
+# Filter op: the field is a usable number — a plain decimal ≥ 0 (see logql.UsableNumber).
+VALID = "valid"
+
+
+def valid_number(field: str) -> Filter:
+    return Filter(field, VALID, "")
+
+
 @dataclass
 class Measured:
-    """A number from a source and the exact query that produced it."""
+    """A number from a source and the exact query that produced it (several, one per line, when a
+    long window was answered in sub-windows); ``note`` says why a value is missing, if known."""
 
     value: float | None
     query: str
+    note: str = ""
 
 
 @dataclass

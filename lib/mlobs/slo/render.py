@@ -39,10 +39,16 @@ def render(run: RunResult, key: str = "") -> Report:
         summary.strip(),
         md.table(["Verdict", "Scenario", "Measured", "Threshold", "n", "Where"], rows),
         md.details("Why each verdict, and the exact queries", _explanations(run)),
-        f"<sub>{run.queries_issued} distinct measurements queried.</sub>",
+        f"<sub>{_footer(run)}</sub>",
     ]) + "\n"
     return Report(mode=modes.SLO_VALIDATE, verdict=run.verdict, title=title, summary=summary,
                   body=body, annotations=annotations(run), key=key)
+
+
+def _footer(run: RunResult) -> str:
+    if run.source.startswith("Loki"):
+        return f"{run.queries_issued} Loki quer{'y' if run.queries_issued == 1 else 'ies'} answered every measurement."
+    return f"{run.queries_issued} measurements computed."
 
 
 def _row(scenario: ScenarioResult, check: CheckResult | None) -> list[str]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
 from mlobs.result import Verdict
-from mlobs.slo.model import CheckResult, RunResult
-from mlobs.slo.session import Defaults, Session, Unresolved
-from mlobs.slo.source import Source
+from mlobs.slo.checks import ContractError
+from mlobs.slo.model import CheckResult, RunResult, ScenarioResult
+from mlobs.slo.session import Defaults, Session, Sources, Unresolved
 
 
 def collect_feature_files(paths: list[Path]) -> list[Path]:
@@ -46,9 +46,16 @@ def parse_features(files: list[Path], workdir: Path):
     return features
 
 
-def run_features(files: list[Path], source: Source, variables: dict[str, str], defaults: Defaults,
-                 workdir: Path, *, source_label: str, baseline_version: str | None,
-                 end_text: str) -> RunResult:
+def run_features(files: list[Path], sources: Sources, variables: dict[str, str], defaults: Defaults,
+                 workdir: Path, *, baseline_version: str | None, end_text: str) -> RunResult:
+    """Run the features: steps validate their contracts and register checks; then every
+    measurement the run needs is fetched at once (per source: the fewest queries, concurrently);
+    then each check computes its verdict.
+
+    A contract that cannot mean anything stops the run before any query (ConfigError naming its
+    file:line); so does a run that names no log source, a log file with nothing to evaluate, and
+    a source that went away.
+    """
     from behave.configuration import Configuration
     from behave.runner import ModelRunner
     from behave.step_registry import StepRegistry
@@ -56,7 +63,7 @@ def run_features(files: list[Path], source: Source, variables: dict[str, str], d
     from mlobs.slo import steps
 
     features = parse_features(files, workdir)
-    session = Session(source, variables, defaults, workdir)
+    session = Session(sources, variables, defaults, workdir)
     registry = StepRegistry()
     steps.register(registry)
     config = Configuration(
@@ -72,18 +79,44 @@ def run_features(files: list[Path], source: Source, variables: dict[str, str], d
     }
     runner.run()
 
-    unavailable = _collect_step_outcomes(features, session)
-    if unavailable is not None:
-        raise unavailable  # the source went away: nothing could be evaluated honestly
-    return RunResult(source=source_label, window=defaults.window, end=end_text,
+    unresolved = _collect_step_outcomes(features, session)
+    if any(p.source is None for p in session.pending):
+        raise ConfigError("no log source: set loki-url (Grafana Loki) or logs-file (JSON lines), or "
+                          "name a Loki in the feature file (Given a Loki instance running at \"…\")")
+    for source in sources.used():
+        source.prefetch(r for p in session.pending if p.source is source for r in p.check.requests)
+    failed: set[int] = set()
+    for pending in session.pending:
+        scenario = pending.scenario
+        if id(scenario) in failed:
+            continue
+        try:
+            result = pending.check.evaluate(pending.source)
+        except SourceUnavailable:
+            raise  # the source went away: nothing can be evaluated honestly
+        except MlobsError as exc:
+            scenario.error = f"{scenario.path}:{pending.line}: {exc.one_line()}"
+            scenario.error_line = pending.line
+            failed.add(id(scenario))
+            continue
+        session.record(pending, result)
+    for scenario, check in unresolved:
+        scenario.checks.append(check)
+
+    used = sources.used()
+    label = ", ".join(dict.fromkeys(s.description for s in used)) or "no source"
+    return RunResult(source=label, window=defaults.window, end=end_text,
                      model_version=defaults.model_version, baseline_version=baseline_version,
-                     scenarios=session.scenarios, queries_issued=source.queries_issued)
+                     scenarios=session.scenarios, queries_issued=sum(s.queries_issued for s in used))
 
 
-def _collect_step_outcomes(features, session: Session) -> SourceUnavailable | None:
-    """Turn behave's step statuses into verdicts: undefined steps and crashes are errors."""
+def _collect_step_outcomes(features, session: Session) -> list[tuple[ScenarioResult, CheckResult]]:
+    """Turn behave's step statuses into verdicts: undefined steps and crashes are errors; a
+    placeholder without a value is an inconclusive check (returned, to follow the scenario's
+    evaluated checks); a contract that cannot mean anything stops the run."""
     by_location = {(s.path, s.line): s for s in session.scenarios}
-    unavailable = None
+    unresolved: list[tuple[ScenarioResult, CheckResult]] = []
+    contract_errors: list[str] = []
     for feature in features:
         for scenario in feature.walk_scenarios():
             result = by_location.get((session.relative(scenario.filename), scenario.line))
@@ -100,19 +133,23 @@ def _collect_step_outcomes(features, session: Session) -> SourceUnavailable | No
                 if status not in ("failed", "error"):
                     continue
                 exc = step.exception
-                if isinstance(exc, Unresolved):
-                    result.checks.append(CheckResult(
+                if isinstance(exc, ContractError):
+                    contract_errors.append(f"{where}: {exc.one_line()}")
+                elif isinstance(exc, Unresolved):
+                    unresolved.append((result, CheckResult(
                         name=step.name, verdict=Verdict.INCONCLUSIVE, line=step.line,
-                        reason=f"${{{exc.name}}} is not set: pass it as an input, in vars, or in the environment."))
+                        reason=f"${{{exc.name}}} is not set: pass it as an input, in vars, or as an "
+                               "environment variable named SLO_*.")))
                 elif isinstance(exc, MlobsError):
                     result.error, result.error_line = f"{where}: {exc.one_line()}", step.line
-                    if isinstance(exc, SourceUnavailable) and unavailable is None:
-                        unavailable = exc
                 else:
                     result.error = f"{where}: step crashed: {type(exc).__name__}: {exc}"
                     result.error_line = step.line
                 break
-    return unavailable
+    if contract_errors:
+        more = f" (and {len(contract_errors) - 1} more)" if len(contract_errors) > 1 else ""
+        raise ConfigError(f"bad contract at {contract_errors[0]}{more}")
+    return unresolved
 
 
 def _relative(path: Path, workdir: Path) -> str:

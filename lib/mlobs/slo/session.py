@@ -1,18 +1,21 @@
-"""One slo-validate run as behave sees it: the source, the variables, and per-scenario state.
+"""One slo-validate run as behave sees it: the sources, the variables, and per-scenario state.
 
 It lives on behave's root context (``context.mlobs_session``); hooks tell it which scenario and
-step are running so every check lands on the right line of the right file.
+step are running so every check lands on the right line of the right file. ``Then`` steps do not
+query anything: they validate their contract and register a :class:`~mlobs.slo.checks.Check`; the
+runner then fetches every measurement the run needs at once and computes the verdicts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlobs.errors import ConfigError
 from mlobs.logschema import LogFields
-from mlobs.slo.checks import CheckSettings
+from mlobs.slo.checks import Check, CheckSettings
 from mlobs.slo.model import CheckResult, ScenarioResult, Scope
 from mlobs.slo.source import Source
 
@@ -37,6 +40,33 @@ class Defaults:
     fields: LogFields = LogFields()
 
 
+class Sources:
+    """Where a scenario's numbers come from.
+
+    The inputs always win: with ``loki-url`` or ``logs-file`` set, that source serves every
+    scenario and a Loki URL written in a feature file is ignored. Only when neither is set is a
+    feature file's URL used — through ``for_url`` (a client that never carries the credential
+    inputs: they belong to the URL in the inputs, not to one a pull request can write).
+    """
+
+    def __init__(self, fixed: Source | None, for_url: Callable[[str], Source] | None = None) -> None:
+        self.fixed = fixed
+        self._for_url = for_url
+        self._by_url: dict[str, Source] = {}
+
+    def get(self, url: str | None) -> Source | None:
+        if self.fixed is not None:
+            return self.fixed
+        if url is None or self._for_url is None:
+            return None
+        if url not in self._by_url:
+            self._by_url[url] = self._for_url(url)
+        return self._by_url[url]
+
+    def used(self) -> list[Source]:
+        return [self.fixed] if self.fixed is not None else list(self._by_url.values())
+
+
 @dataclass
 class ScenarioState:
     selector: str | None
@@ -45,6 +75,8 @@ class ScenarioState:
     model_version: str | None
     fields: LogFields
     settings: CheckSettings = field(default_factory=CheckSettings)
+    loki_url: str | None = None  # from "Given a Loki instance running at …"
+    successful_only: bool = False  # "the successful prediction logs"
 
     @classmethod
     def from_defaults(cls, d: Defaults) -> ScenarioState:
@@ -67,14 +99,26 @@ class ScenarioState:
         self.fields = dataclasses.replace(self.fields, **{role: validate_label_name(name)})
 
 
+@dataclass
+class Pending:
+    """A check registered by a step, evaluated once every measurement is in."""
+
+    scenario: ScenarioResult
+    line: int
+    check: Check
+    scope: Scope
+    source: Source | None
+
+
 class Session:
-    def __init__(self, source: Source, variables: dict[str, str], defaults: Defaults,
+    def __init__(self, sources: Sources, variables: dict[str, str], defaults: Defaults,
                  workdir: Path) -> None:
-        self.source = source
+        self.sources = sources
         self.variables = variables
         self.defaults = defaults
         self.workdir = workdir
         self.scenarios: list[ScenarioResult] = []
+        self.pending: list[Pending] = []
         self.current: ScenarioResult | None = None
         self.current_line = 0
         self.state = ScenarioState.from_defaults(defaults)
@@ -105,14 +149,21 @@ class Session:
         return Scope(self.state.selector, self.state.window, self.state.window_s, self.defaults.end,
                      self.state.model_version, self.state.fields)
 
-    def record(self, check: CheckResult) -> None:
-        check.line = self.current_line
-        if self.defaults.grafana_url:
-            scope = self.scope()
-            check.explore_urls = [u for q in check.queries
-                                  if (u := self.source.explore_url(self.defaults.grafana_url, q, scope))]
+    def add(self, build: Callable[[Scope, CheckSettings], Check]) -> None:
+        """Validate a contract and register its check (a step's whole job)."""
+        scope = self.scope()
+        check = build(scope, dataclasses.replace(self.state.settings))
         assert self.current is not None
-        self.current.checks.append(check)
+        self.pending.append(Pending(self.current, self.current_line, check, scope,
+                                    self.sources.get(self.state.loki_url)))
+
+    def record(self, pending: Pending, result: CheckResult) -> None:
+        result.line = pending.line
+        if self.defaults.grafana_url and pending.source is not None:
+            result.explore_urls = [u for q in result.queries
+                                   if (u := pending.source.explore_url(self.defaults.grafana_url, q,
+                                                                       pending.scope))]
+        pending.scenario.checks.append(result)
 
 
 def session(context) -> Session:
