@@ -1,4 +1,4 @@
-"""The log lines and the queries behind ``tests/loki-plan-recordings``: what slo-validate's query
+"""The log lines and the queries behind ``tests/data/loki-plan-recordings``: what slo-validate's query
 plan sends (built by mlobs.loki.logql, as the plan builds them), answered by a real Loki 3.7.
 
 ``python tests/plan_corpus.py record http://127.0.0.1:3100`` pushes the lines into a real Loki
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDINGS = HERE / "loki-plan-recordings"
+RECORDINGS = HERE / "data" / "loki-plan-recordings"
 T0 = 1_796_000_000  # the lines' newest second; queries are evaluated at T0 + 1
 SELECTOR = '{namespace="plan-corpus", function_name="classifier"}'
 

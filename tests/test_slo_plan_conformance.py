@@ -1,5 +1,5 @@
 """The queries slo-validate's plan sends, answered by the Loki double exactly as a real Loki 3.7
-answered them (tests/loki-plan-recordings, recorded with ``python tests/plan_corpus.py record``):
+answered them (tests/data/loki-plan-recordings, recorded with ``python tests/plan_corpus.py record``):
 the numeric "usable latency" filters, ``or`` filters, ``by (model_version)``, ``offset``
 sub-windows, and the limits a real Loki enforces (max_query_length, max_query_series)."""
 

@@ -3,7 +3,7 @@
 It exists so tests exercise the real HTTP client and real query text, and it is kept honest by
 ``tests/test_loki_conformance.py``, which replays the responses recorded from a real Loki
 (``tests/data/loki-conformance``) against it, and by ``tests/test_slo_plan_conformance.py`` (the
-queries slo-validate's plan sends, recorded in ``tests/loki-plan-recordings``). Semantics follow
+queries slo-validate's plan sends, recorded in ``tests/data/loki-plan-recordings``). Semantics follow
 Loki 3.x's documentation and source where the recordings are silent; the notes marked *Loki:* say
 which behaviour is copied and why it matters.
 
@@ -1570,7 +1570,7 @@ class LokiDouble:
     show ``service_name="unknown_service"``, ``detected_level`` and step-aligned range results).
 
     Limits, with Loki's defaults and messages (``limits_config``; recorded in
-    ``tests/loki-plan-recordings``): ``max_query_series`` (500) refuses an instant result with
+    ``tests/data/loki-plan-recordings``): ``max_query_series`` (500) refuses an instant result with
     more series; ``max_query_length`` (721h) refuses an instant query whose range is longer —
     except, with ``split_instant_queries`` (Loki's query frontend splits those by interval), the
     ``sum`` of a count/rate/bytes/sum_over_time aggregation, which a real Loki answers whole.
