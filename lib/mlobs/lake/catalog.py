@@ -12,10 +12,8 @@ Property values may hold credentials, so ``repr`` and every message show them ma
 from __future__ import annotations
 
 import os
-import random
 import re
 import sqlite3
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from urllib.parse import urlsplit
 
 from mlobs.errors import ConfigError, SourceUnavailable
 from mlobs.lake.schema import TABLE_DEFAULT
+from mlobs.retry import Backoff
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 DEFAULT_CATALOG_NAME = "mlobs"
 # Opening a fresh SQLite catalog creates its tables; processes opening it at the same moment race
 # (SQLAlchemy checks, then creates): the losers' CREATE fails and a second look finds the tables.
-_OPEN_ATTEMPTS = 5
+_OPEN_RETRY = Backoff(base=0.05, cap=1.0, attempts=5)
 _LOST_OPEN_RACE = ("already exists", "database is locked")
 
 # One namespace level plus the table: the same identifier must work in pyiceberg, in Spark SQL
@@ -170,7 +169,8 @@ class CatalogConfig:
         properties = s3_defaults(self.resolved_properties(), os.environ)
         prepare_local(properties)
         local = sqlite_path(str(properties.get("uri", ""))) is not None
-        for attempt in range(1, _OPEN_ATTEMPTS + 1):
+
+        def attempt() -> Catalog:
             try:
                 # Always pass the properties: pyiceberg reads .pyiceberg.yaml once, at import time.
                 return load_catalog(self.name, **properties)
@@ -178,13 +178,27 @@ class CatalogConfig:
                 raise ConfigError(f"cannot open catalog {self.name!r}: {_first_line(exc)}") from exc
             except Exception as exc:  # connection refused, auth failure, SQL errors, …
                 text = str(exc).lower()
-                if local and attempt < _OPEN_ATTEMPTS and any(s in text for s in _LOST_OPEN_RACE):
-                    time.sleep(random.uniform(0.02, 0.2) * attempt)
-                    continue
+                if local and any(s in text for s in _LOST_OPEN_RACE):
+                    raise _LostOpenRace(exc) from exc
                 raise SourceUnavailable(
                     f"cannot reach catalog {self.name!r}: {type(exc).__name__}: {_first_line(exc)}"
                 ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+        try:
+            return _OPEN_RETRY.retrying(_LostOpenRace)(attempt)
+        except _LostOpenRace as lost:
+            exc = lost.error
+            raise SourceUnavailable(
+                f"cannot reach catalog {self.name!r}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+
+
+class _LostOpenRace(Exception):
+    """Another process created the SQLite catalog's tables at the same moment: look again."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def s3_defaults(properties: dict[str, str], env: Mapping[str, str]) -> dict[str, str]:
@@ -242,28 +256,30 @@ def prepare_local(properties: dict[str, Any]) -> None:
 
 
 _WAL_DEADLINE_S = 30.0
+_WAL_RETRY = Backoff(base=0.02, cap=0.2, deadline=_WAL_DEADLINE_S)
 
 
 def _use_wal(db: Path) -> None:
     # Switching to WAL takes an exclusive lock; when processes open a fresh catalog at once, SQLite
     # answers "database is locked" at once rather than through the busy timeout. Whoever wins
     # switches it for everyone, so the others look again until they see "wal".
-    deadline = time.monotonic() + _WAL_DEADLINE_S
-    while True:
+    def attempt() -> None:
         connection = sqlite3.connect(db, timeout=_WAL_DEADLINE_S)
         try:
             if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 connection.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
-            if not locked or time.monotonic() >= deadline:
-                raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
         finally:
             connection.close()
-        time.sleep(random.uniform(0.01, 0.1))
+
+    try:
+        _WAL_RETRY.retrying(_locked)(attempt)
+    except sqlite3.Error as exc:
+        raise SourceUnavailable(f"cannot open the SQLite catalog {db}: {exc}") from exc
+
+
+def _locked(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,9 +13,7 @@ Spark's ``remove_orphan_files`` reclaims them). Failures this process sees are c
 from __future__ import annotations
 
 import logging
-import random
 import sys
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ from mlobs.lake.parquet_stream import (
     RollingParquetWriter,
     with_run_columns,
 )
+from mlobs.retry import Backoff
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,8 +45,9 @@ log = logging.getLogger(__name__)
 # state. Every lost attempt means another run landed, so parallel jobs always progress; the budget
 # is time, not a count of attempts (16 writers at once need more than 8 rounds).
 DEFAULT_COMMIT_TIMEOUT_S = 120.0
-_BACKOFF_CAP_S = 2.0
-_PROPERTY_ATTEMPTS = 8
+COMMIT_RETRY = Backoff(base=0.1, cap=2.0, deadline=DEFAULT_COMMIT_TIMEOUT_S)
+# Setting the table property on a table created elsewhere races only with other first writers.
+_PROPERTY_RETRY = Backoff(base=0.02, cap=0.2, attempts=8)
 # The libraries' own commit retries (pyiceberg 0.12 and Java Iceberg) re-apply an append onto the
 # new table state: they cannot re-check that the run id is still absent, and pyiceberg's drops
 # the tag update of the same transaction. So the table turns them off and the engines retry
@@ -191,11 +191,11 @@ class PyIcebergEngine:
         from pyiceberg.exceptions import CommitFailedException
 
         run_id = properties[schema.PROP_RUN_ID]
-        deadline = time.monotonic() + self._commit_timeout
-        attempt = 0
-        while True:
-            attempt += 1
+        last: list[Table] = []  # the table as the latest attempt saw it
+
+        def attempt() -> tuple[RunInfo, bool]:
             table = self._load_table(required=True)
+            last[:] = [table]
             existing = self._find(table, run_id)
             if existing is not None:  # another writer committed this run meanwhile
                 self._delete(table, locations)
@@ -205,18 +205,9 @@ class PyIcebergEngine:
             written = self._attempt_files = []
             try:
                 return self._commit(table, locations, properties, tag), True
-            except CommitFailedException as exc:
+            except CommitFailedException:
                 self._delete(table, written)  # the data files are kept for the next attempt
-                if time.monotonic() >= deadline:
-                    self._delete(table, locations)
-                    raise MlobsError(
-                        f"could not commit run {run_id} to {self.table} within "
-                        f"{self._commit_timeout:g} s: {attempt} attempts each lost to another "
-                        f"writer (last: {exc})"
-                    ) from exc
-                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt)
-                # Full jitter: parallel losers spread out instead of colliding again.
-                time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, 0.05 * 2 ** min(attempt, 8))))
+                raise
             except BaseException:
                 # A full disk, a read-only warehouse, a catalog gone mid-commit: unless the commit
                 # went through after all, nothing of this run may stay behind — neither its data
@@ -227,6 +218,22 @@ class PyIcebergEngine:
                 self._delete(table, [*written, *locations])
                 _name_the_file(sys.exc_info()[1], written or locations)
                 raise
+
+        def on_retry(error: BaseException, retry: int, wait: float) -> None:
+            log.info("run %s: commit conflict (attempt %d), retrying", run_id, retry)
+
+        retrying = COMMIT_RETRY.within(self._commit_timeout).retrying(CommitFailedException,
+                                                                      on_retry=on_retry)
+        try:
+            return retrying(attempt)
+        except CommitFailedException as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            self._delete(last[0], locations)
+            raise MlobsError(
+                f"could not commit run {run_id} to {self.table} within "
+                f"{self._commit_timeout:g} s: {attempts} attempts each lost to another "
+                f"writer (last: {exc})"
+            ) from exc
 
     def _committed_meanwhile(self, run_id: str) -> RunInfo | None:
         try:
@@ -324,16 +331,21 @@ class PyIcebergEngine:
                     NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1],
                 },
             )
-        for _ in range(_PROPERTY_ATTEMPTS):
-            if table.properties.get(NO_LIBRARY_RETRIES[0]) == NO_LIBRARY_RETRIES[1]:
-                return table
-            try:
-                with table.transaction() as tx:  # a table created elsewhere: one metadata commit
+        if table.properties.get(NO_LIBRARY_RETRIES[0]) == NO_LIBRARY_RETRIES[1]:
+            return table
+
+        def set_property() -> Table:
+            current = self._load_table(required=True)
+            if current.properties.get(NO_LIBRARY_RETRIES[0]) != NO_LIBRARY_RETRIES[1]:
+                with current.transaction() as tx:  # a table created elsewhere: one metadata commit
                     tx.set_properties({NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1]})
-            except CommitFailedException:  # another writer committed first: look again
-                time.sleep(random.uniform(0.01, 0.1))
-            table = self._load_table(required=True)
-        return table
+                current = self._load_table(required=True)
+            return current
+
+        try:  # another writer committed first: look again
+            return _PROPERTY_RETRY.retrying(CommitFailedException)(set_property)
+        except CommitFailedException:
+            return self._load_table(required=True)
 
     def _ensure_namespace(self) -> None:
         # pyiceberg's SQL catalog checks, then inserts: a rival inserting in between makes the

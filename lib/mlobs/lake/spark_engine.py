@@ -21,10 +21,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import random
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +36,7 @@ from mlobs.lake.catalog import CatalogConfig, sqlite_path
 from mlobs.lake.engine import RunInfo
 from mlobs.lake.parquet_stream import RollingParquetWriter, conform_sample_batch
 from mlobs.lake.pyiceberg_engine import NO_LIBRARY_RETRIES, table_arrow_schema, table_schema
+from mlobs.retry import Backoff
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -53,7 +52,7 @@ REQUIRED_JARS = {
     "relocated Jackson": "iceberg-shaded-jackson.jar",
     "SQLite JDBC driver": "sqlite-jdbc.jar",
 }
-COMMIT_TIMEOUT_S = 120.0  # why a time budget: see pyiceberg_engine.DEFAULT_COMMIT_TIMEOUT_S
+COMMIT_RETRY = Backoff(base=0.2, cap=2.0, deadline=120.0)  # why: see pyiceberg_engine.COMMIT_RETRY
 _ROWS_PER_BATCH = 8192
 
 
@@ -402,23 +401,22 @@ class SparkEngine:
     ) -> tuple[RunInfo, bool]:
         run_id = properties[schema.PROP_RUN_ID]
         options = {f"snapshot-property.{key}": value for key, value in properties.items()}
-        deadline = time.monotonic() + COMMIT_TIMEOUT_S
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt() -> RunInfo | None:
             existing = self.find_run(run_id)
             if existing is not None:  # another writer committed this run meanwhile
                 runlib.check_identity(existing, **identity)
-                return existing, False
-            try:
-                frame.writeTo(self._ident).options(**options).append()
-                break
-            except Exception as exc:
-                # Iceberg's own retries are off (NO_LIBRARY_RETRIES): a conflict lands here.
-                if "CommitFailedException" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-                log.info("run %s: commit conflict (attempt %d), retrying", run_id, attempt)
-                time.sleep(random.uniform(0, min(2.0, 0.1 * 2 ** min(attempt, 8))))
+                return existing
+            frame.writeTo(self._ident).options(**options).append()
+            return None
+
+        def on_retry(error: BaseException, retry: int, wait: float) -> None:
+            log.info("run %s: commit conflict (attempt %d), retrying", run_id, retry)
+
+        # Iceberg's own retries are off (NO_LIBRARY_RETRIES): a conflict lands here.
+        existing = COMMIT_RETRY.retrying(_commit_conflict, on_retry=on_retry)(attempt)
+        if existing is not None:
+            return existing, False
         info = self.find_run(run_id)
         if info is None:
             raise MlobsError(f"Spark appended run {run_id} but its snapshot is not in {self.table}")
@@ -496,6 +494,11 @@ class SparkEngine:
         target = pa.schema([*[agg.aggregate_schema().field(k) for k in (*agg.KEYS, "n")],
                             pa.field(agg.UNITS, pa.int64())])
         return agg.finish(pa.Table.from_pylist([row.asDict() for row in rows], schema=target))
+
+
+def _commit_conflict(error: BaseException) -> bool:
+    """Whether Spark's append lost to another writer's commit (retried on the new table state)."""
+    return "CommitFailedException" in str(error)
 
 
 def _row_expression(name: str, is_map: bool) -> str:

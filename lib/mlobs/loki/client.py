@@ -1,8 +1,9 @@
 """A small Loki HTTP client: instant and range metric queries, push, retries within a deadline.
 
-Retries use urllib3's own ``Retry`` machinery (a subclass adds full jitter, ``Retry-After`` and a
-total deadline), so there is no hand-written retry loop here. Credentials live only in request
-headers: no message, log line or repr ever contains them.
+Retries follow the package's one policy (:mod:`mlobs.retry`: full jitter, ``Retry-After``, a total
+deadline): 429, 5xx and connection errors and timeouts are retried; a 4xx is Loki refusing the
+request and is not. Credentials live only in request headers: no message, log line or repr ever
+contains them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import base64
 import json
 import logging
 import math
-import random
 import re
 import threading
 import time
@@ -22,11 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, ReadTimeoutError, ResponseError
-from urllib3.util.retry import Retry
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from mlobs import __version__
 from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
+from mlobs.retry import Backoff, retry_after_seconds
 
 __all__ = [
     "LokiClient",
@@ -87,93 +87,15 @@ class Series:
     points: list[tuple[float, float]] = field(default_factory=list)
 
 
-@dataclass
-class _Attempts:
-    """What one logical request went through, shared by the chain of Retry objects."""
+class _Retry(Exception):
+    """An attempt that may succeed when repeated (429, 5xx, a connection error, a timeout)."""
 
-    sent: int = 1
-    last_error: str = ""
-
-
-class _DeadlineRetry(Retry):
-    """urllib3 Retry with full-jitter exponential backoff, Retry-After and a total deadline.
-
-    The next delay is chosen in ``increment`` so that a retry that could only start after the
-    deadline is not attempted at all: the request gives up at once with the last error.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        deadline_at: float = math.inf,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 8.0,
-        attempts: _Attempts | None = None,
-        planned_delay: float = 0.0,
-        fail_fast_timeouts: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.fail_fast_timeouts = fail_fast_timeouts
-        self.deadline_at = deadline_at
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.attempts = attempts if attempts is not None else _Attempts()
-        self.planned_delay = planned_delay
-
-    def new(self, **kw: Any) -> _DeadlineRetry:
-        kw.setdefault("deadline_at", self.deadline_at)
-        kw.setdefault("backoff_base", self.backoff_base)
-        kw.setdefault("backoff_cap", self.backoff_cap)
-        kw.setdefault("attempts", self.attempts)
-        kw.setdefault("fail_fast_timeouts", self.fail_fast_timeouts)
-        return super().new(**kw)
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-        _pool: Any = None,
-        _stacktrace: Any = None,
-    ) -> _DeadlineRetry:
-        self.attempts.last_error = _describe_failure(response, error)
-        timed_out = isinstance(error, ReadTimeoutError) or (response is not None and response.status == 504)
-        if self.fail_fast_timeouts and timed_out:
-            # No retry: the same query would time out again; the caller splits it instead.
-            reason = error or ResponseError(self.attempts.last_error)
-            raise MaxRetryError(_pool, url, reason) from reason
-        new = super().increment(method, url, response, error, _pool, _stacktrace)
-        retry_after = self._retry_after(response)
-        if retry_after is not None:
-            delay = retry_after
-        else:
-            ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (len(new.history) - 1))
-            delay = random.uniform(0, ceiling)
-        remaining = self.deadline_at - time.monotonic()
-        if delay >= remaining:
-            if retry_after is not None:
-                self.attempts.last_error += f" (Loki asked to retry after {retry_after:g}s)"
-            reason = error or ResponseError(self.attempts.last_error)
-            raise MaxRetryError(_pool, url, reason) from reason
-        new.planned_delay = delay
-        self.attempts.sent += 1
-        log.debug("Loki request failed (%s); retry %d in %.2fs",
-                  self.attempts.last_error, len(new.history), delay)  # fmt: skip
-        return new
-
-    def sleep(self, response: Any = None) -> None:
-        if self.planned_delay > 0:
-            time.sleep(self.planned_delay)
-
-    def _retry_after(self, response: Any) -> float | None:
-        if response is None or not self.respect_retry_after_header:
-            return None
-        try:
-            return self.get_retry_after(response)
-        except Exception:  # an unparseable header is ignored, as if absent
-            return None
+    def __init__(self, reason: str, *, retry_after: float | None = None,
+                 timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after  # seconds Loki asked us to wait (Retry-After)
+        self.timed_out = timed_out  # the read timeout, or Loki's own (HTTP 504)
 
 
 class LokiClient:
@@ -233,6 +155,7 @@ class LokiClient:
         self.deadline = float(deadline)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
+        self._backoff = Backoff(base=self.backoff_base, cap=self.backoff_max, deadline=self.deadline)
         self.queries_issued = 0
         self.requests_sent = 0
         self._counter_lock = threading.Lock()  # queries may be sent from several threads
@@ -353,55 +276,56 @@ class LokiClient:
         fail_fast_timeouts: bool = False,
     ) -> Any:
         started = time.monotonic()
-        attempts = _Attempts()
-        retry = _DeadlineRetry(
-            total=10_000,  # the deadline, not a count, ends the retries
-            status_forcelist=_RETRY_STATUSES,
-            allowed_methods=frozenset({"GET", "POST"}),
-            raise_on_status=False,
-            raise_on_redirect=False,
-            redirect=False,
-            deadline_at=started + self.deadline,
-            backoff_base=self.backoff_base,
-            backoff_cap=self.backoff_max,
-            attempts=attempts,
-            fail_fast_timeouts=fail_fast_timeouts,
-        )
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
         timeout = urllib3.Timeout(connect=min(self.timeout, self.deadline), read=self.timeout)
+        url = self.base_url + path
+
+        def attempt() -> Any:
+            try:
+                if method == "GET":
+                    response = self._pool.request("GET", url, fields=params, headers=headers,
+                                                  retries=False, timeout=timeout, redirect=False)
+                else:
+                    response = self._pool.request(method, url, body=body, headers=headers,
+                                                  retries=False, timeout=timeout, redirect=False)
+            except HTTPError as exc:
+                timed_out = isinstance(exc, ReadTimeoutError)
+                raise _Retry(_describe_failure(None, exc), timed_out=timed_out) from None
+            finally:
+                with self._counter_lock:
+                    self.requests_sent += 1
+            if response.status in _RETRY_STATUSES:
+                raise _Retry(_describe_failure(response, None), timed_out=response.status == 504,
+                             retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+            return response
+
+        def retryable(error: BaseException) -> bool:
+            # A timed-out query would time out again: a caller that can split it hears at once.
+            return isinstance(error, _Retry) and not (fail_fast_timeouts and error.timed_out)
+
+        def on_retry(error: BaseException, retry: int, wait: float) -> None:
+            log.debug("Loki request failed (%s); retry %d in %.2fs", error, retry, wait)
+
+        retrying = self._backoff.retrying(retryable, on_retry=on_retry)
         try:
-            if method == "GET":
-                response = self._pool.request(
-                    "GET", self.base_url + path, fields=params, headers=headers,
-                    retries=retry, timeout=timeout, redirect=False,
-                )  # fmt: skip
-            else:
-                response = self._pool.request(
-                    method, self.base_url + path, body=body, headers=headers,
-                    retries=retry, timeout=timeout, redirect=False,
-                )  # fmt: skip
-        except MaxRetryError as exc:
-            reason = attempts.last_error or _describe_failure(None, exc.reason)
-            timed_out = fail_fast_timeouts and isinstance(exc.reason, ReadTimeoutError)
-            raise self._unavailable(reason, attempts, started, timed_out=timed_out) from None
-        except HTTPError as exc:
-            raise self._unavailable(_describe_failure(None, exc), attempts, started) from None
-        finally:
-            with self._counter_lock:
-                self.requests_sent += attempts.sent
+            response = retrying(attempt)
+        except _Retry as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            reason, timed_out = exc.reason, fail_fast_timeouts and exc.timed_out
+            if timed_out and reason == "HTTP 504":
+                reason += ": gateway timeout"
+            elif exc.retry_after is not None and not timed_out:
+                reason += f" (Loki asked to retry after {exc.retry_after:g}s)"
+            raise self._unavailable(reason, tries, started, timed_out=timed_out) from None
 
         status = response.status
         if 200 <= status < 300:
             return response
-        if status == 504 and fail_fast_timeouts:
-            reason = f"HTTP 504: {_first_line(response.data) or 'gateway timeout'}"
-            raise self._unavailable(reason, attempts, started, timed_out=True)
         message = _first_line(response.data) or f"HTTP {status} with an empty body"
-        if status in _RETRY_STATUSES or status >= 500:  # 429/500/502/503/504 were retried
-            reason = attempts.last_error or f"HTTP {status}: {message}"
-            raise self._unavailable(reason, attempts, started)
+        if status >= 500:  # not one of the retried statuses (e.g. 501): unavailable at once
+            raise self._unavailable(f"HTTP {status}: {message}", 1, started)
         if 400 <= status < 500:
             subject = "the query" if query is not None else f"the {what}"
             text = f"Loki rejected {subject} (HTTP {status}): {message}"
@@ -415,10 +339,10 @@ class LokiClient:
             hint="check that loki-url points at Loki itself, not a proxy or login page",
         )
 
-    def _unavailable(self, reason: str, attempts: _Attempts, started: float, *,
+    def _unavailable(self, reason: str, attempts: int, started: float, *,
                      timed_out: bool = False) -> LokiUnavailable:
         elapsed = time.monotonic() - started
-        tries = "1 attempt" if attempts.sent == 1 else f"{attempts.sent} attempts"
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         return (LokiTimeout if timed_out else LokiUnavailable)(
             f"Loki at {self.base_url} is unavailable: {reason} "
             f"(gave up after {tries} in {elapsed:.1f}s)",

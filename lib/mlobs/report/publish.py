@@ -22,9 +22,7 @@ publishing different versions all land.
 from __future__ import annotations
 
 import json
-import random
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +39,12 @@ from mlobs.report.stores import (
     StoreConflict,
     StoreUnavailable,
 )
+from mlobs.retry import Backoff
 
 REPORT_JSON = "report.json"
 ATTEMPTS = 10
+# Each lost attempt means another job's commit landed: plan again on the new snapshot.
+CONFLICT_RETRY = Backoff(base=0.1, cap=2.0, attempts=ATTEMPTS)
 # Run identity: a re-evaluation of the same model on the same data differs only here.
 RUN_IDENTITY = ("run_id", "snapshot_id", "committed_at", "commit_sha")
 
@@ -88,24 +89,25 @@ def publish(store: Store, versions: list[str], baseline: str | None, sources: So
             force: bool = False, attempts: int = ATTEMPTS,
             before_commit: Callable[[int], None] | None = None) -> Published:
     """Plan on a fresh snapshot and commit; on a conflict plan again (up to ``attempts`` times)."""
-    last: StoreConflict | None = None
-    for attempt in range(1, attempts + 1):
+    def attempt() -> Published:
         snapshot = store.open()
-        try:
-            with tempfile.TemporaryDirectory(prefix="mlobs-site-") as tmp:
-                changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp))
-            if before_commit is not None:
-                before_commit(attempt)
-            store.commit(snapshot, changes)
-        except StoreConflict as exc:
-            last = exc
-            time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
-            continue
-        result.attempts = attempt
+        with tempfile.TemporaryDirectory(prefix="mlobs-site-") as tmp:
+            changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp))
+        if before_commit is not None:
+            before_commit(retrying.statistics.get("attempt_number", 1))
+        store.commit(snapshot, changes)
         return result
-    raise StoreUnavailable(f"could not publish to {store.display} after {attempts} attempts: {last} "
-                           "(another publish keeps changing it, or one was interrupted half-way — "
-                           "its files are there but not its manifest entry)")
+
+    retrying = CONFLICT_RETRY.within(attempts=attempts).retrying(StoreConflict)
+    try:
+        result = retrying(attempt)
+    except StoreConflict as last:
+        raise StoreUnavailable(
+            f"could not publish to {store.display} after {attempts} attempts: {last} (another "
+            "publish keeps changing it, or one was interrupted half-way — its files are there but "
+            "not its manifest entry)") from None
+    result.attempts = retrying.statistics.get("attempt_number", 1)
+    return result
 
 
 def read_manifest(snapshot: Snapshot, where: str) -> dict[str, dict]:
