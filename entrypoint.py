@@ -54,7 +54,7 @@ def main() -> int:
         from mlobs.github.actions import GithubActions
 
         print(f"mlobs: error: {exc}", file=sys.stderr)
-        actions = GithubActions()
+        actions = GithubActions(env=os.environ)
         if actions.in_actions:
             actions.error(str(exc), title="mlobs")
         actions.set_output("result", "error")

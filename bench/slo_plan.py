@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import loggen  # noqa: E402
-from mlobs.config import CommonSettings  # noqa: E402
+from mlobs.config import build_settings  # noqa: E402
 from mlobs.loki import LokiClient, logql  # noqa: E402
 from mlobs.slo import mode  # noqa: E402
 
@@ -72,9 +72,9 @@ def bundled(url: str, end: float, workdir: Path, concurrency: int = 4) -> tuple[
     params = {"loki_url": url, "window_end": str(end), "model_version": VERSION,
               "working_directory": str(workdir), "github_token": "", "dry_run": True,
               "loki_timeout": 300, "loki_concurrency": concurrency}
-    common = CommonSettings.build("slo-validate", params)
+    settings = build_settings("slo-validate", params, {})
     start = time.perf_counter()
-    mode.run(common, params, env={})
+    mode.run(settings)
     wall = time.perf_counter() - start
     return wall, json.loads((workdir / ".mlobs" / "slo-results.json").read_text())
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import loggen  # noqa: E402
-from mlobs.config import CommonSettings  # noqa: E402
+from mlobs.config import build_settings  # noqa: E402
 from mlobs.loki import LokiClient  # noqa: E402
 from mlobs.slo import mode  # noqa: E402
 from servers.loki import LokiDouble  # noqa: E402
@@ -56,8 +56,8 @@ def seed_pattern(client: LokiClient) -> tuple[int, float | None]:
 def ours(loki_url: str, workdir: Path) -> tuple[int, float]:
     params = {"loki_url": loki_url, "window_end": str(loggen.END), "model_version": "v2",
               "baseline_version": "v1", "working_directory": str(workdir), "github_token": ""}
-    common = CommonSettings.build("slo-validate", params)
-    mode.run(common, params, env={})
+    settings = build_settings("slo-validate", params, {})
+    mode.run(settings)
     import json
 
     data = json.loads((workdir / ".mlobs" / "slo-results.json").read_text())

@@ -435,7 +435,7 @@ def test_an_error_rate_over_successful_predictions_only_is_refused(tmp_path):
 def test_every_step_declares_every_measurement_it_reads(loki, tmp_path):
     """A check that read a measurement its step did not declare would still be right, but would
     cost a query of its own after the plan: none does."""
-    from mlobs.config import CommonSettings
+    from mlobs.config import build_settings
     from mlobs.slo import mode
     from mlobs.slo.runner import collect_feature_files, run_features
     from mlobs.slo.session import Defaults
@@ -458,9 +458,9 @@ def test_every_step_declares_every_measurement_it_reads(loki, tmp_path):
     """))
     params = {"loki_url": loki.url, "window_end": END, "working_directory": str(tmp_path),
               "github_token": "", "features": ["all.feature"]}
-    settings = mode.SloSettings.build(CommonSettings.build("slo-validate", params), params, {})
+    settings = build_settings("slo-validate", params, {})
     sources = mode.make_sources(settings)
-    result = run_features(collect_feature_files(list(settings.features)), sources, settings.variables,
+    result = run_features(collect_feature_files(list(settings.features)), sources, dict(settings.variables),
                           Defaults(settings.selector, "1h", loggen.END), tmp_path,
                           baseline_version=None, end_text="")
     (source,) = sources.used()

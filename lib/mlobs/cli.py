@@ -18,6 +18,7 @@ from collections.abc import Callable
 import click
 
 from mlobs import __version__, modes
+from mlobs.config import CommonSettings, LakeSettings, PublishSettings, SloSettings, input_default
 
 # Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py,
 # replaced by *** on every surface (mlobs.redact keeps the same list).
@@ -44,22 +45,36 @@ def flag(name: str, help: str, default: bool) -> Callable:
     )
 
 
+def defaults(*settings: type) -> Callable[[str], object]:
+    """The default of an input, from the settings field that holds it (mlobs.config: the one place
+    defaults live)."""
+    return lambda name: input_default(name, *settings)
+
+
+common = defaults(CommonSettings)
+slo = defaults(SloSettings)
+lake = defaults(LakeSettings)
+report = defaults(PublishSettings)
+
+
 COMMON_OPTIONS = [
     opt("github-token", "Token for comments and check runs; leave empty to skip the API.",
         extra_envvars=["GITHUB_TOKEN"]),
     opt("comment-mode", "Pull-request comment: update one sticky comment, add a new one, or none.",
-        type=click.Choice(["sticky", "new", "off"]), default="sticky", show_default=True),
+        type=click.Choice(["sticky", "new", "off"]), default=common("comment-mode"),
+        show_default=True),
     opt("comment-key", "Extra key for the sticky comment, for several runs of one mode per PR.",
-        default=""),
-    flag("check-run", "Create a check run with annotations.", True),
+        default=common("comment-key")),
+    flag("check-run", "Create a check run with annotations.", common("check-run")),
     opt("fail-on", "Exit non-zero on: a violation (1), also inconclusive results (2), or never.",
-        type=click.Choice(["violation", "inconclusive", "never"]), default="violation",
+        type=click.Choice(["violation", "inconclusive", "never"]), default=common("fail-on"),
         show_default=True),
     flag("dry-run", "Render comment, check run and summary to files under output-dir; send nothing.",
-         False),
-    opt("working-directory", "Where relative paths resolve.", default=".", show_default=True),
+         common("dry-run")),
+    opt("working-directory", "Where relative paths resolve.", default=common("working-directory"),
+        show_default=True),
     opt("output-dir", "Results, JUnit and dry-run files, relative to working-directory.",
-        default=".mlobs", show_default=True),
+        default=common("output-dir"), show_default=True),
     opt("model-version", "The model version under test."),
     opt("baseline-version", "The model version to compare with."),
     opt("commit-sha", "Report on this commit (full SHA): its check run, and the comment on its "
@@ -67,7 +82,12 @@ COMMON_OPTIONS = [
     opt("deployment-environment", "Report on the commit of the latest successful GitHub "
         "deployment to this environment; on pull requests, quote its latest verdict instead."),
     flag("alert-issue", "Keep one labelled issue open per environment while the verdict is fail; "
-         "close it on recovery.", False),
+         "close it on recovery.", common("alert-issue")),
+    opt("github-write-interval", "Seconds between write requests to GitHub (GitHub asks for about "
+        "1 s to stay clear of its secondary rate limits).", type=click.FloatRange(min=0),
+        default=common("github-write-interval"), show_default=True),
+    flag("debug", "On an internal error, print its traceback (redacted) after the error line.",
+         common("debug")),
 ]
 
 SLO_OPTIONS = [
@@ -80,25 +100,32 @@ SLO_OPTIONS = [
     opt("loki-tenant", "Tenant sent as X-Scope-OrgID."),
     opt("loki-ca-cert", "CA bundle (PEM path) for Loki's TLS certificate."),
     opt("loki-timeout", "Seconds to keep retrying a Loki query (429, 5xx, connection errors).",
-        type=click.FloatRange(min=1), default=60, show_default=True),
+        type=click.FloatRange(min=1), default=slo("loki-timeout"), show_default=True),
     opt("logs-file", "JSON-lines log file to evaluate instead of Loki (embedded source)."),
-    opt("selector", "LogQL stream selector, e.g. '{namespace=\"openfaas-fn\"}'."),
-    opt("window", "Time window, e.g. 30m, 1h, 1d.", default="1h", show_default=True),
+    opt("selector", "LogQL stream selector (default: the example function's stream).",
+        default=slo("selector"), show_default=True),
+    opt("window", "Time window, e.g. 30m, 1h, 1d.", default=slo("window"), show_default=True),
     opt("window-end", "End of the window (RFC 3339 or Unix seconds); default now."),
     opt("grafana-url", "Grafana base URL: each verdict links to Explore with its query."),
     opt("vars", "Extra ${NAME} values for feature files, one NAME=VALUE per line or comma."),
     opt("loki-concurrency", "Loki queries in flight at once (each with its own retries and deadline).",
-        type=click.IntRange(min=1), default=4, show_default=True),
+        type=click.IntRange(min=1), default=slo("loki-concurrency"), show_default=True),
 ]
 
 LAKE_OPTIONS = [
     opt("catalog", "pyiceberg catalog: 'uri=…,warehouse=…' or a name from .pyiceberg.yaml "
         "(default: SQLite catalog under output-dir)."),
-    opt("table", "Iceberg table.", default="mlobs.predictions", show_default=True),
-    opt("engine", "Table engine.", type=click.Choice(["pyiceberg", "spark"]), default="pyiceberg",
+    opt("table", "Iceberg table.", default=lake("table"), show_default=True),
+    opt("engine", "Table engine.", type=click.Choice(["pyiceberg", "spark"]),
+        default=lake("engine"), show_default=True),
+    opt("spark-master", "Spark master URL or Spark Connect sc://….", default=lake("spark-master"),
         show_default=True),
-    opt("spark-master", "Spark master URL or Spark Connect sc://….", default="local[*]",
-        show_default=True),
+    opt("spark-jars", "Folder with the jars the spark engine loads (Iceberg's Spark runtime, a "
+        "relocated Jackson, SQLite JDBC), as scripts/setup-spark prepares them (default: "
+        ".tools/spark-jars in the checkout)."),
+    opt("spark-staging", "Folder where the spark engine stages a run's rows before its commit "
+        "(default: the temporary folder); with a cluster master, one every executor sees at the "
+        "same path."),
 ]
 
 EVALUATE_OPTIONS = [
@@ -126,16 +153,20 @@ EVALUATE_OPTIONS = [
 ]
 
 REPORT_OPTIONS = [
-    opt("report-dir", "Where the static site is written.", default="public", show_default=True),
+    opt("report-dir", "Where the static site is written.", default=report("report-dir"),
+        show_default=True),
     opt("report-url", "Public base URL of the site, for links in comments."),
     opt("versions", "Versions to publish (comma-separated; default: model-version)."),
     opt("slo-results", "slo-validate's results JSON for the same version, shown on its page."),
     flag("force", "Replace a published version whose pages would differ (they are immutable "
-         "otherwise).", False),
+         "otherwise).", report("force")),
     opt("publish-to", "Where the site lives for good: gh-pages (this repository's branch, pushed "
         "with github-token), git+<url>#<branch>, or s3://bucket/prefix; empty: report-dir only."),
     opt("s3-endpoint-url", "S3-compatible endpoint for publish-to s3://… (MinIO, R2); default "
         "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS."),
+    opt("hugo-dir", "A Hugo site to build the pages with instead of the bundled one (a copy of "
+        "hugo/ with your own layouts); published pages never change, so a new layout shows on "
+        "versions published from then on."),
 ]
 
 
@@ -178,7 +209,7 @@ def publish_report(**params: object) -> None:
     run_mode(modes.PUBLISH_REPORT, params)
 
 
-# The module that computes each mode's Report: ``run(common, params) -> Report``.
+# The module that computes each mode's Report: ``run(settings) -> Report``.
 MODE_IMPLEMENTATIONS = {
     modes.SLO_VALIDATE: "mlobs.slo.mode",
     modes.EVALUATE: "mlobs.evaluate.mode",
@@ -187,17 +218,21 @@ MODE_IMPLEMENTATIONS = {
 
 
 def run_mode(mode: str, params: dict) -> None:
-    """Compute the mode's result, report it everywhere, and exit with the policy's code."""
-    from mlobs.config import CommonSettings
-    from mlobs.errors import MlobsError, NotImplementedMode, environment_error
+    """Compute the mode's result, report it everywhere, and exit with the policy's code.
+
+    The environment is read here, once: the mode's settings (mlobs.config) carry what it needs.
+    """
+    from mlobs.config import build_common, build_mode
+    from mlobs.errors import MlobsError, environment_error
     from mlobs.github.actions import GithubActions
     from mlobs.redact import Redactor
     from mlobs.result import exit_code
 
+    env = dict(os.environ)
     # Built first: every surface below (stderr, log records, workflow commands, outputs, the
     # summary, comment, check run, results files) passes it.
-    redactor = Redactor.from_inputs(params, os.environ)
-    actions = GithubActions(redactor=redactor)
+    redactor = Redactor.from_inputs(params, env)
+    actions = GithubActions(env=env, redactor=redactor)
     if actions.in_actions:
         for name in SECRET_OPTIONS:
             actions.add_mask(params.get(name.replace("-", "_")))  # type: ignore[arg-type]
@@ -206,14 +241,16 @@ def run_mode(mode: str, params: dict) -> None:
     with _redacted_logs(redactor):
         try:
             _refuse_line_breaks(params)
-            common = CommonSettings.build(mode, params, redactor=redactor)
-            try:
-                implementation = importlib.import_module(MODE_IMPLEMENTATIONS[mode])
-            except ModuleNotFoundError as exc:
-                if not exc.name or not MODE_IMPLEMENTATIONS[mode].startswith(exc.name):
-                    raise  # a missing dependency inside the mode, not the mode itself
-                raise NotImplementedMode(f"{mode}: not implemented yet") from None
-            report = implementation.run(common, params)
+            from mlobs.github.context import GithubContext
+
+            common = build_common(mode, params, env, redactor=redactor,
+                                  github=GithubContext.from_env(env))
+            settings = build_mode(common, params)
+            implementation = importlib.import_module(MODE_IMPLEMENTATIONS[mode])
+            if mode == modes.EVALUATE:  # its settings arrive with issue 11's evaluate changes
+                report = implementation.run(common, params, env)
+            else:
+                report = implementation.run(settings)
             _reporter(common, actions).publish(report)
         except MlobsError as exc:
             fail(actions, exc, common)
@@ -225,27 +262,29 @@ def run_mode(mode: str, params: dict) -> None:
                 fail(actions, problem, common)
                 return
             # A bug: still one line and exit 2, never the "violated" code 1.
-            if os.environ.get("MLOBS_DEBUG"):
-                import traceback
-
-                click.echo(redactor.text(traceback.format_exc()), err=True)
-            hint = "set MLOBS_DEBUG=1 for the traceback, and please report it"
+            debug = common.debug if common is not None else bool(params.get("debug"))
+            hint = "set debug: true (MLOBS_DEBUG=1) for the traceback, and please report it"
             fail(actions, MlobsError(f"internal error: {type(exc).__name__}: {exc}", hint=hint),
-                 common)
+                 common, traceback=debug)
             return
     sys.exit(exit_code(report.verdict, common.fail_on))
 
 
-def fail(actions, exc, common) -> None:
-    """One clear line on stderr (and as an annotation in Actions), result=error, exit code."""
-    from mlobs.errors import MlobsError, NotImplementedMode, environment_error
+def fail(actions, exc, common, *, traceback: bool = False) -> None:
+    """One clear line on stderr (and as an annotation in Actions), result=error, exit code.
+    ``traceback``: the current exception's traceback follows the line (the debug input)."""
+    from mlobs.errors import MlobsError, environment_error
     from mlobs.result import Report, Verdict
 
     message = actions.redactor.text(exc.one_line())
     click.echo(f"mlobs: error: {message}", err=True)
+    if traceback:
+        import traceback as tb
+
+        click.echo(actions.redactor.text(tb.format_exc()), err=True)
     if actions.in_actions:
         actions.error(message, title=f"mlobs {common.mode if common else ''}".strip())
-    if common is not None and not isinstance(exc, NotImplementedMode):
+    if common is not None:
         from mlobs.github import markdown as md
 
         report = Report(
@@ -303,10 +342,9 @@ def _redacted_logs(redactor):
 
 
 def _reporter(common, actions):
-    from mlobs.github.context import GithubContext
     from mlobs.github.reporter import Reporter
 
-    return Reporter(common.report_settings(), GithubContext.from_env(os.environ), actions)
+    return Reporter(common.report_settings(), common.github, actions)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -319,10 +357,11 @@ def main(args: list[str] | None = None) -> None:
         from mlobs.github.actions import GithubActions
         from mlobs.redact import Redactor, environment_secrets
 
-        redactor = Redactor(environment_secrets(os.environ))
+        env = dict(os.environ)
+        redactor = Redactor(environment_secrets(env))
         message = redactor.text(" ".join(exc.format_message().split()))
         click.echo(f"mlobs: error: {message} (see mlobs --help)", err=True)
-        actions = GithubActions(redactor=redactor)
+        actions = GithubActions(env=env, redactor=redactor)
         if actions.in_actions:
             actions.error(message, title="mlobs")
         actions.set_output("result", "error")

@@ -101,7 +101,7 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
                            label_column=settings.label_column, slice_columns=settings.slice_columns,
                            id_column=settings.id_column, batch_size=settings.batch_size)
     dataset_hash = dataset.sha256()
-    catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake")
+    catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake", env=env)
     engine = open_engine(settings.engine, catalog, settings.spark_master)
     try:
         run_id = settings.run_id or default_run_id(env, version, dataset_hash)

@@ -8,7 +8,6 @@ secret to protect it).
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -36,7 +35,7 @@ class GithubActions:
         from mlobs.redact import Redactor
 
         self._stream = stream
-        self._env = os.environ if env is None else env
+        self._env = {} if env is None else env  # the CLI passes the environment it read
         self.redactor = redactor if redactor is not None else Redactor()
 
     @property

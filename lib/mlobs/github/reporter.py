@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlobs.config import CommentMode
 from mlobs.github import markdown as md
 from mlobs.github import sticky
 from mlobs.github import target as targets
@@ -44,12 +44,6 @@ WORKFLOW_ANNOTATIONS_SHOWN = 10
 WORKFLOW_ANNOTATION_LEVEL = {"failure": "error", "warning": "warning", "notice": "notice"}
 IMPORTANCE = {"failure": 0, "warning": 1, "notice": 2}
 VIEWER_QUERY = "query { viewer { login } }"
-
-
-class CommentMode(StrEnum):
-    STICKY = "sticky"
-    NEW = "new"
-    OFF = "off"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ Property values may hold credentials, so ``repr`` and every message show them ma
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 from collections.abc import Mapping
@@ -88,6 +87,8 @@ class CatalogConfig:
     name: str
     properties: dict[str, str] = field(default_factory=dict)
     table: str = TABLE_DEFAULT
+    # The environment the CLI read: an s3:// warehouse's endpoint and region (see s3_defaults).
+    env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -113,8 +114,11 @@ class CatalogConfig:
         return validate_table_identifier(self.table)[1]
 
     @classmethod
-    def parse(cls, text: str | None, table: str, default_dir: Path) -> CatalogConfig:
-        """Read the `catalog` input; see the module docstring for the three forms."""
+    def parse(cls, text: str | None, table: str, default_dir: Path,
+              env: Mapping[str, str] | None = None) -> CatalogConfig:
+        """Read the `catalog` input; see the module docstring for the three forms. ``env``: the
+        environment the CLI read (AWS_ENDPOINT_URL … for an s3:// warehouse)."""
+        env = env or {}
         validate_table_identifier(table)
         text = (text or "").strip()
         if not text:
@@ -127,9 +131,10 @@ class CatalogConfig:
                     "warehouse": (base / "warehouse").as_uri(),
                 },
                 table=table.strip(),
+                env=env,
             )
         if "=" not in text:
-            return cls(name=text, properties={}, table=table.strip())
+            return cls(name=text, properties={}, table=table.strip(), env=env)
         properties: dict[str, str] = {}
         for item in text.split(","):
             item = item.strip()
@@ -146,7 +151,7 @@ class CatalogConfig:
         name = properties.pop("name", DEFAULT_CATALOG_NAME)
         if "uri" not in properties and "type" not in properties:
             raise ConfigError("catalog settings need uri=… (and usually warehouse=…)")
-        return cls(name=name, properties=properties, table=table.strip())
+        return cls(name=name, properties=properties, table=table.strip(), env=env)
 
     def resolved_properties(self) -> dict[str, str]:
         """The properties pyiceberg will use: given ones, or the named catalog's configuration."""
@@ -166,7 +171,7 @@ class CatalogConfig:
         """Open the pyiceberg catalog; local SQLite / file:// locations are created on demand."""
         from pyiceberg.catalog import load_catalog
 
-        properties = s3_defaults(self.resolved_properties(), os.environ)
+        properties = s3_defaults(self.resolved_properties(), self.env)
         prepare_local(properties)
         local = sqlite_path(str(properties.get("uri", ""))) is not None
 

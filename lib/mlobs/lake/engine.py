@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mlobs.errors import ConfigError
@@ -100,8 +101,10 @@ class Engine(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def open_engine(kind: str, catalog: CatalogConfig, spark_master: str = "local[*]") -> Engine:
-    """The engine named by the `engine` input, on `catalog` (its table included)."""
+def open_engine(kind: str, catalog: CatalogConfig, spark_master: str = "local[*]", *,
+                spark_jars: Path | None = None, spark_staging: Path | None = None) -> Engine:
+    """The engine named by the `engine` input, on `catalog` (its table included); the spark engine
+    also takes the `spark-jars` and `spark-staging` inputs."""
     kind = (kind or "pyiceberg").strip().lower()
     if kind == "pyiceberg":
         from mlobs.lake.pyiceberg_engine import PyIcebergEngine
@@ -110,5 +113,5 @@ def open_engine(kind: str, catalog: CatalogConfig, spark_master: str = "local[*]
     if kind == "spark":
         from mlobs.lake.spark_engine import SparkEngine
 
-        return SparkEngine(catalog, master=spark_master)
+        return SparkEngine(catalog, master=spark_master, jars_dir=spark_jars, staging_dir=spark_staging)
     raise ConfigError(f"unknown engine {kind!r}: expected one of {', '.join(ENGINES)}")

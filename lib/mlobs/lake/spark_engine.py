@@ -2,7 +2,7 @@
 
 The SparkSession loads the Iceberg Spark runtime, a relocated Jackson (the runtime jar lacks its
 shaded Jackson classes) and Debian's SQLite JDBC driver — all prepared by
-``bash scripts/setup-spark`` in ``$MLOBS_SPARK_JARS`` (default ``<repo>/.tools/spark-jars``).
+``bash scripts/setup-spark`` in the ``spark-jars`` folder (default ``<repo>/.tools/spark-jars``).
 The pyiceberg SQLite catalog ``sqlite:///<dir>/catalog.db`` becomes Iceberg's JDBC catalog
 ``jdbc:sqlite:<dir>/catalog.db`` under the SAME catalog name (the name is part of every catalog
 row), so both engines see the same tables; REST and Hive catalogs map one to one.
@@ -11,7 +11,7 @@ Writes: batches are staged as local Parquet files (streamed, bounded memory), re
 and appended with DataFrameWriterV2 in ONE commit carrying the run's snapshot properties. A
 process killed before that commit leaves the table unchanged (staged files are in a temporary
 directory; any data files Spark had written are unreferenced). With a cluster master, set
-``MLOBS_SPARK_STAGING`` to a directory every executor sees at the same path. The version tag is
+``spark-staging`` to a directory every executor sees at the same path. The version tag is
 moved in a second, separate commit (Spark SQL has no way to do both at once); it is repaired on
 the next write of that version.
 """
@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JARS_ENV = "MLOBS_SPARK_JARS"
-STAGING_ENV = "MLOBS_SPARK_STAGING"
 SETUP_HINT = "run `bash scripts/setup-spark`"
 REQUIRED_JARS = {
     "Iceberg Spark runtime": "iceberg-spark-runtime-3.5_2.12-*.jar",
@@ -57,10 +55,7 @@ _ROWS_PER_BATCH = 8192
 
 
 def default_jars_dir() -> Path:
-    """``$MLOBS_SPARK_JARS``, else ``.tools/spark-jars`` in the checkout this package runs from."""
-    configured = os.environ.get(JARS_ENV)
-    if configured:
-        return Path(configured)
+    """``.tools/spark-jars`` in the checkout this package runs from (scripts/setup-spark's)."""
     return Path(__file__).resolve().parents[3] / ".tools" / "spark-jars"
 
 
@@ -80,8 +75,10 @@ def spark_jars(jars_dir: Path | None = None) -> list[str]:
     return jars
 
 
-def check_java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
+def check_java(env: Mapping[str, str] | None = None) -> str:
+    """The java Spark will start: ``$JAVA_HOME/bin/java`` (``env``: the environment the CLI read,
+    which pyspark's launcher inherits), else the one on PATH."""
+    java_home = (env or {}).get("JAVA_HOME")
     candidate = Path(java_home, "bin", "java") if java_home else None
     found = str(candidate) if candidate and candidate.exists() else shutil.which("java")
     if not found:
@@ -89,7 +86,8 @@ def check_java() -> str:
     return found
 
 
-def build_session(master: str = "local[*]", jars_dir: Path | None = None) -> SparkSession:
+def build_session(master: str = "local[*]", jars_dir: Path | None = None,
+                  env: Mapping[str, str] | None = None) -> SparkSession:
     """A SparkSession with Iceberg (local or cluster master), or a Spark Connect client (sc://)."""
     try:
         from pyspark.sql import SparkSession
@@ -103,12 +101,13 @@ def build_session(master: str = "local[*]", jars_dir: Path | None = None) -> Spa
             return SparkSession.builder.remote(master).getOrCreate()
         except ImportError as exc:
             raise ConfigError(f"Spark Connect needs pyspark[connect]: {exc}") from exc
-    check_java()
+    check_java(env)
     jars = spark_jars(jars_dir)
-    # Spark binds to the machine's hostname address otherwise, which containers often lack.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master)
     if master.startswith("local"):
+        # Spark binds to the machine's hostname address otherwise, which containers often lack.
+        builder = (builder.config("spark.driver.host", "127.0.0.1")
+                   .config("spark.driver.bindAddress", "127.0.0.1"))
         # 200 shuffle partitions (the default) is cluster-sized; one machine wants a few per core.
         builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 2)))
     session = (
@@ -188,15 +187,17 @@ class SparkEngine:
         master: str = "local[*]",
         session: SparkSession | None = None,
         jars_dir: Path | None = None,
+        staging_dir: Path | None = None,
     ) -> None:
         self.config = catalog
         self.table = catalog.table
+        self._staging_dir = staging_dir
         if session is None:
             from pyspark.sql import SparkSession
 
             # Stop only a session this engine started, never one the caller already had.
             self._owns_session = SparkSession.getActiveSession() is None
-            session = build_session(master, jars_dir)
+            session = build_session(master, jars_dir, catalog.env)
         else:
             self._owns_session = False
         self.spark = session
@@ -352,7 +353,9 @@ class SparkEngine:
             self._sync_tag(existing.model_version)
             return existing, False
 
-        staging = Path(tempfile.mkdtemp(prefix="mlobs-spark-", dir=os.environ.get(STAGING_ENV)))
+        if self._staging_dir is not None:
+            self._staging_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="mlobs-spark-", dir=self._staging_dir))
         try:
             counts = self._stage(batches, staging)
             runlib.admit(run_id, counts, accept)

