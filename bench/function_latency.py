@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from mlobs.function import synthetic
-from mlobs.function.handler import FunctionHandler, handler_from_env
-from mlobs.function.imaging import decode_image, preprocess
-from mlobs.function.model import build_architecture
-from mlobs.function.traffic import Mix, generate_requests
+from mlobs_function import synthetic
+from mlobs_function.handler import FunctionHandler, handler_from_env
+from mlobs_function.imaging import decode_image, preprocess
+from mlobs_function.model import build_architecture
+from mlobs_function.traffic import Mix, generate_requests
 
 
 @dataclass

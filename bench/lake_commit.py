@@ -44,7 +44,8 @@ def worker(kind: str, rows: int, directory: Path) -> dict:
     import pyarrow.parquet as pq
 
     from mlobs.lake import schema
-    from mlobs.lake.synthetic import synthetic_batches
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic batches
+    from synthetic import synthetic_batches
 
     batches = synthetic_batches(rows, batch_rows=BATCH_ROWS)
     start = time.perf_counter()
@@ -89,7 +90,8 @@ def worker(kind: str, rows: int, directory: Path) -> dict:
 def spark_worker(sizes: list[int], directory: Path) -> dict:
     from mlobs.lake.catalog import CatalogConfig
     from mlobs.lake.spark_engine import SparkEngine
-    from mlobs.lake.synthetic import synthetic_batches
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic batches
+    from synthetic import synthetic_batches
 
     start = time.perf_counter()
     engine = SparkEngine(CatalogConfig.parse("", "bench.predictions", directory))

@@ -28,7 +28,8 @@ WRITER = textwrap.dedent("""
     import pyiceberg.partitioning, pyiceberg.transforms, pyiceberg.table.update.snapshot  # noqa
     from mlobs.lake.catalog import CatalogConfig
     from mlobs.lake.pyiceberg_engine import PyIcebergEngine
-    from mlobs.lake.synthetic import synthetic_batches
+    sys.path.insert(0, sys.argv[4])  # tests/, for the synthetic batches
+    from synthetic import synthetic_batches
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lake, run_ids, rows = Path(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3])
@@ -46,7 +47,8 @@ WRITER = textwrap.dedent("""
 
 def release(lake: Path, groups: list[list[str]], rows: int) -> tuple[float, int, list[int]]:
     """One process per group of run ids; all released at once. (wall, conflicts, exit codes)"""
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(lake), ",".join(g), str(rows)],
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(lake), ",".join(g), str(rows), tests],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for g in groups]
     for proc in procs:

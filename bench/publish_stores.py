@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from mlobs.lake.catalog import CatalogConfig  # noqa: E402
 from mlobs.lake.engine import open_engine  # noqa: E402
-from mlobs.lake.synthetic import synthetic_batches  # noqa: E402
 from mlobs.report import data, publish  # noqa: E402
 from mlobs.report.stores import open_store, parse_target  # noqa: E402
 from servers.stores import S3Server, bare_repo  # noqa: E402
+from synthetic import synthetic_batches  # noqa: E402
 
 
 def timed(fn):

@@ -14,11 +14,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mlobs.lake.catalog import CatalogConfig
-from mlobs.lake.engine import open_engine
-from mlobs.lake.synthetic import synthetic_batches
-from mlobs.report import data, publish
-from mlobs.report.stores.local import LocalStore
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic batches
+
+from mlobs.lake.catalog import CatalogConfig  # noqa: E402
+from mlobs.lake.engine import open_engine  # noqa: E402
+from mlobs.report import data, publish  # noqa: E402
+from mlobs.report.stores.local import LocalStore  # noqa: E402
+from synthetic import synthetic_batches  # noqa: E402
 
 
 def publish_docs(root: Path, docs: list[dict], baseline: str | None = None):

@@ -1,4 +1,4 @@
-"""OpenFaaS python3-http entry point: ``handle(event, context)`` → ``mlobs.function``.
+"""OpenFaaS python3-http entry point: ``handle(event, context)`` → ``mlobs_function``.
 
 The template's index.py imports this module once per container, so the model loads here, once.
 A missing or broken model ends the process with one structured JSON line on stdout and exit
@@ -8,11 +8,11 @@ code 1 — no traceback per restart. Settings come from the environment that sta
 import sys
 from pathlib import Path
 
-_VENDOR = Path(__file__).resolve().parent / "vendor"
-if _VENDOR.is_dir():  # the image build installs the mlobs package here (see stack.yml)
-    sys.path.insert(0, str(_VENDOR))
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # the template imports this file as function.handler: its package sits beside it
+    sys.path.insert(0, _HERE)
 
-from mlobs.function.handler import handler_from_env  # noqa: E402
+from mlobs_function.handler import handler_from_env  # noqa: E402
 
 _handler = handler_from_env()
 

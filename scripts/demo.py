@@ -33,12 +33,12 @@ def function_traffic(logs: Path) -> None:
     """Train both function models and send each REQUESTS requests; the function's stdout is the log."""
     models = OUT / "models"
     step("train the function's models (v1 tiny CNN; v2 resnet18 on mislabelled data)")
-    run(sys.executable, "-m", "mlobs.function.train", "--out", str(models / "v1"))
-    run(sys.executable, "-m", "mlobs.function.train", "--out", str(models / "v2"), "--arch", "resnet18",
+    run(sys.executable, "-m", "mlobs_function.train", "--out", str(models / "v1"))
+    run(sys.executable, "-m", "mlobs_function.train", "--out", str(models / "v2"), "--arch", "resnet18",
         "--input-size", "64", "--epochs", "8", "--mislabel", "labrador retriever=golden retriever:1.0")
     for version in ("v1", "v2"):
         step(f"serve the function as {version} and drive {REQUESTS} requests at it")
-        run(sys.executable, "-m", "mlobs.function.traffic", "--model-dir", str(models / version),
+        run(sys.executable, "-m", "mlobs_function.traffic", "--model-dir", str(models / version),
             "--model-version", version, "--requests", str(REQUESTS), "--rate", "60",
             "--log-file", str(logs))
 

@@ -21,7 +21,8 @@ WRITER = textwrap.dedent("""
     import pyiceberg.table, pyiceberg.transforms, pyiceberg.table.update.snapshot  # noqa: F401
     from mlobs.lake.catalog import CatalogConfig
     from mlobs.lake.pyiceberg_engine import PyIcebergEngine
-    from mlobs.lake.synthetic import synthetic_batches
+    sys.path.insert(0, sys.argv[5])  # tests/, for the synthetic batches
+    from synthetic import synthetic_batches
 
     lake, table, run_id, rows = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
     print("READY", flush=True)
@@ -41,7 +42,8 @@ class Writers:
 
     def __init__(self, lake: Path, jobs: list[tuple[str, int]], table: str = "mlobs.predictions"):
         self.procs = [
-            subprocess.Popen([sys.executable, "-c", WRITER, str(lake), table, run_id, str(rows)],
+            subprocess.Popen([sys.executable, "-c", WRITER, str(lake), table, run_id, str(rows),
+                              str(Path(__file__).resolve().parent)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
             for run_id, rows in jobs

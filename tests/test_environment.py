@@ -22,7 +22,7 @@ import loggen
 from mlobs.errors import environment_error
 from mlobs.lake.catalog import CatalogConfig
 from mlobs.lake.engine import open_engine
-from mlobs.lake.synthetic import synthetic_batches
+from synthetic import synthetic_batches
 
 BIN = Path(sys.executable).parent
 END = str(loggen.END)

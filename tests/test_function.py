@@ -18,27 +18,27 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch", reason="the function extra is not installed")
-pytest.importorskip("flask", reason="the function extra is not installed")
+pytest.importorskip("torch", reason="the function's package (function/) is not installed")
+pytest.importorskip("flask", reason="the function's package (function/) is not installed")
 
 import urllib3  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-
-from mlobs import logschema as f  # noqa: E402
-from mlobs.cli import cli  # noqa: E402
-from mlobs.function import synthetic  # noqa: E402
-from mlobs.function.config import FunctionConfig  # noqa: E402
-from mlobs.function.handler import FunctionHandler, handler_from_env  # noqa: E402
-from mlobs.function.imaging import UndecodableImage, decode_image  # noqa: E402
-from mlobs.function.logline import (  # noqa: E402
+from mlobs_function import logschema as f  # noqa: E402
+from mlobs_function import synthetic  # noqa: E402
+from mlobs_function.config import FunctionConfig  # noqa: E402
+from mlobs_function.handler import FunctionHandler, handler_from_env  # noqa: E402
+from mlobs_function.imaging import UndecodableImage, decode_image  # noqa: E402
+from mlobs_function.logline import (  # noqa: E402
     EVENT_STARTUP_FAILED,
     MESSAGE,
     JsonLineWriter,
     request_line_problems,
 )
-from mlobs.function.serve import LocalServer  # noqa: E402
-from mlobs.function.traffic import BAD_KINDS, Mix, generate_requests, parse_mix  # noqa: E402
-from mlobs.function.train import parse_mislabel, train  # noqa: E402
+from mlobs_function.serve import LocalServer  # noqa: E402
+from mlobs_function.traffic import BAD_KINDS, Mix, generate_requests, parse_mix  # noqa: E402
+from mlobs_function.train import parse_mislabel, train  # noqa: E402
+
+from mlobs.cli import cli  # noqa: E402
 from mlobs.loki.logql import Selector  # noqa: E402
 from servers.loki import LokiDouble  # noqa: E402
 
@@ -275,7 +275,7 @@ def test_a_broken_model_file_is_one_error_line_from_the_server(tmp_path, functio
     broken = tmp_path / "weights.pt"
     broken.write_bytes(b"PK\x03\x04 this is not a torch checkpoint")
     env = {**function_env, "MODEL_PATH": str(broken)}
-    line = startup_line(run_function(["-m", "mlobs.function.serve", "--port", "0"], env))
+    line = startup_line(run_function(["-m", "mlobs_function.serve", "--port", "0"], env))
     assert line[f.ERROR_TYPE] == "ModelFileUnreadable"
 
 
@@ -301,7 +301,7 @@ def test_traffic_feeds_the_log_file_loki_and_slo_validate(tmp_path, tiny_model):
     log_file = tmp_path / "function.jsonl"
     with LokiDouble() as loki:
         result = subprocess.run(
-            [sys.executable, "-m", "mlobs.function.traffic",
+            [sys.executable, "-m", "mlobs_function.traffic",
              "--model-dir", str(tiny_model.weights_path.parent), "--model-version", "v1",
              "--requests", "120", "--rate", "0", "--concurrency", "4", "--bad-fraction", "0.1",
              "--max-body-bytes", str(MAX_BODY), "--log-file", str(log_file),
@@ -349,7 +349,7 @@ def slo_validate(workdir: Path, *args: str) -> dict:
 
 
 def test_traffic_generator_help():
-    result = run_function(["-m", "mlobs.function.traffic", "--help"], {})
+    result = run_function(["-m", "mlobs_function.traffic", "--help"], {})
     assert result.returncode == 0 and "--loki-url" in result.stdout and "--mix" in result.stdout
 
 
@@ -369,6 +369,7 @@ def test_stack_yml_deploys_what_the_slo_selector_reads():
     text = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", (REPO / "function" / "stack.yml").read_text())
     stack = yaml.safe_load(text)
     selector = {m.name: m.value for m in Selector.parse(f.DEFAULT_SELECTOR).matchers}
+    assert selector == f.STREAM_LABELS
     function = stack["functions"][selector["function_name"]]
     assert function["namespace"] == selector["namespace"]
     assert "MODEL_VERSION" in function["environment"]
@@ -377,3 +378,27 @@ def test_stack_yml_deploys_what_the_slo_selector_reads():
     # The image's settings are the ones the handler reads.
     config = FunctionConfig.from_env({k: str(v) for k, v in function["environment"].items()})
     assert config.model_path.name == "weights.pt" and config.device == "auto"
+
+
+# --- the function is its own package; it shares only the log schema with the action -------------
+
+
+def test_the_log_schema_is_the_actions_byte_for_byte():
+    """The function writes the lines the action reads: the two copies of the schema (each package
+    ships its own, neither imports the other) must be the same file."""
+    import mlobs.logschema
+
+    ours = (REPO / "function" / "mlobs_function" / "logschema.py").read_bytes()
+    assert ours == Path(mlobs.logschema.__file__).read_bytes(), (
+        "function/mlobs_function/logschema.py and lib/mlobs/logschema.py differ: change both")
+    assert Path(f.__file__).resolve() == REPO / "function" / "mlobs_function" / "logschema.py"
+
+
+def test_the_function_imports_nothing_of_the_action():
+    import ast
+
+    for path in sorted((REPO / "function").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n == "mlobs" or n.startswith("mlobs.")], (path, names)

@@ -19,7 +19,7 @@ from mlobs.lake.catalog import CatalogConfig, validate_table_identifier
 from mlobs.lake.engine import RunInfo, open_engine
 from mlobs.lake.pyiceberg_engine import PyIcebergEngine
 from mlobs.lake.runs import tag_for_version
-from mlobs.lake.synthetic import synthetic_batches
+from synthetic import synthetic_batches
 
 WHEN = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -282,7 +282,8 @@ WRITER = textwrap.dedent("""
     from pathlib import Path
     from mlobs.lake.catalog import CatalogConfig
     from mlobs.lake.pyiceberg_engine import PyIcebergEngine
-    from mlobs.lake.synthetic import synthetic_batches
+    sys.path.insert(0, sys.argv[2])  # tests/
+    from synthetic import synthetic_batches
 
     def batches():
         for index, batch in enumerate(synthetic_batches(8 * 500, batch_rows=500)):
@@ -302,7 +303,7 @@ WRITER = textwrap.dedent("""
 def test_writer_killed_mid_run_leaves_the_table_as_it_was(tmp_path, engine):
     before, _ = write(engine, synthetic_batches(100), run_id="run-0")
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(tmp_path / "lake")],
+        [sys.executable, "-c", WRITER, str(tmp_path / "lake"), str(Path(__file__).resolve().parent)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:

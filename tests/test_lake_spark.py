@@ -5,6 +5,7 @@ Java or the jars fails here with the command that fixes it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -14,7 +15,7 @@ from mlobs.lake import schema
 from mlobs.lake.catalog import CatalogConfig
 from mlobs.lake.pyiceberg_engine import PyIcebergEngine
 from mlobs.lake.runs import tag_for_version
-from mlobs.lake.synthetic import synthetic_batches
+from synthetic import synthetic_batches
 
 pytestmark = pytest.mark.slow
 
@@ -39,11 +40,11 @@ def spark():
     session.stop()
 
 
-def engines(lake, spark, table: str):
+def engines(lake, spark, table: str, staging: Path | None = None):
     from mlobs.lake.spark_engine import SparkEngine
 
     config = CatalogConfig.parse("", table, lake)
-    return PyIcebergEngine(config), SparkEngine(config, session=spark)
+    return PyIcebergEngine(config), SparkEngine(config, session=spark, staging_dir=staging)
 
 
 def write(engine, batches, run_id, version="v1"):
@@ -116,14 +117,11 @@ def test_spark_writes_pyiceberg_reads_with_the_run_properties(lake, spark):
     py.close()
 
 
-def test_spark_admits_runs_checks_run_ids_and_resolves_like_pyiceberg(lake, spark, tmp_path,
-                                                                      monkeypatch):
+def test_spark_admits_runs_checks_run_ids_and_resolves_like_pyiceberg(lake, spark, tmp_path):
     from mlobs.lake import runs as runlib
 
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    monkeypatch.setenv("MLOBS_SPARK_STAGING", str(staging))
-    py, sp = engines(lake, spark, "mlobs.history")
+    staging = tmp_path / "staging"  # the spark-staging input (created on first use)
+    py, sp = engines(lake, spark, "mlobs.history", staging)
 
     # Every sample failed: refused before the commit, staged files gone, nothing in the table.
     with pytest.raises(runlib.RunRefused, match="every one of its 300 samples failed"):

@@ -1,7 +1,10 @@
-"""The structured log line of the inference function — one source of truth.
+"""The structured log line of the inference function: the contract between the function that
+writes it and the SLO contracts that read it.
 
-The OpenFaaS function writes exactly these fields (one JSON object per request); the SLO steps, the
-embedded log-file source and the tests read them by these names.
+This file exists twice, byte for byte: in the function's package (``function/mlobs_function/``,
+which writes the lines) and in the action's (``lib/mlobs/``, whose steps, embedded log-file source
+and tests read them). The two ship apart — the function in its OpenFaaS image, the action in its
+own — so neither imports the other; ``tests/test_function.py`` fails when the copies differ.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ MESSAGE = "message"
 FIELDS = (TIMESTAMP, LEVEL, EVENT, REQUEST_ID, MODEL_VERSION, CONTENT_TYPE, STATUS_CODE,
           LATENCY_MS, TOP1_CLASS, TOP1_PROB, ERROR_TYPE)
 
-# The stream labels the function is deployed with (function/stack.yml) and the default selector.
-DEFAULT_SELECTOR = '{namespace="openfaas-fn", function_name="pytorch-classifier"}'
+# The stream labels the function is deployed with (function/stack.yml), and the default selector.
+STREAM_LABELS = {"namespace": "openfaas-fn", "function_name": "pytorch-classifier"}
+DEFAULT_SELECTOR = "{" + ", ".join(f'{k}="{v}"' for k, v in STREAM_LABELS.items()) + "}"
 
 
 @dataclass(frozen=True)

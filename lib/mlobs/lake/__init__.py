@@ -4,8 +4,7 @@
 - ``catalog``: which catalog and table (the `catalog` / `table` inputs);
 - ``engine``: ``RunInfo``, the ``Engine`` protocol and ``open_engine``;
 - ``pyiceberg_engine`` / ``spark_engine``: the two implementations;
-- ``runs``, ``aggregate``, ``parquet_stream``: logic both engines share;
-- ``synthetic``: deterministic prediction batches for tests and benchmarks.
+- ``runs``, ``aggregate``, ``parquet_stream``: logic both engines share.
 
 Nothing heavy is imported here: the CLI imports this package lazily per mode.
 """

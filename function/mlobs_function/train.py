@@ -1,11 +1,11 @@
 """Train a small classifier on synthetic images and save what the function loads.
 
-``python -m mlobs.function.train --out DIR`` writes ``DIR/weights.pt`` (a ``state_dict``),
+``python -m mlobs_function.train --out DIR`` writes ``DIR/weights.pt`` (a ``state_dict``),
 ``DIR/labels.txt`` (one class per line) and ``DIR/function.env`` — the function's settings for
 this model, which ``traffic --model-dir DIR`` reads and a shell can source. The default
 ``tiny_cnn`` at 64 px trains in a few seconds on two CPU cores; ``--arch`` takes any name the
 function takes (``resnet18``…), so a bigger, slower model version goes through the same code.
-The images are :mod:`mlobs.function.synthetic`'s coloured shapes, fed through the function's own
+The images are :mod:`mlobs_function.synthetic`'s coloured shapes, fed through the function's own
 preprocessing, so serving sees exactly what training saw.
 
 ``--mislabel "labrador retriever=golden retriever:1.0"`` relabels that share of one class's training
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mlobs.function import synthetic
-from mlobs.function.config import (
+from mlobs_function import synthetic
+from mlobs_function.config import (
     ENV_INPUT_SIZE,
     ENV_LABELS_PATH,
     ENV_MODEL_ARCH,
     ENV_MODEL_PATH,
     StartupError,
 )
-from mlobs.function.imaging import preprocess
+from mlobs_function.imaging import preprocess
 
 WEIGHTS_FILE = "weights.pt"
 LABELS_FILE = "labels.txt"
@@ -95,7 +95,7 @@ def train(
 ) -> TrainResult:
     import torch  # imported here so `--help` stays instant
 
-    from mlobs.function.model import build_architecture
+    from mlobs_function.model import build_architecture
 
     started = time.perf_counter()
     rng = random.Random(seed)
@@ -153,7 +153,7 @@ def read_model_dir(model_dir: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mlobs.function.train",
+        prog="python -m mlobs_function.train",
         description="Train a small classifier on synthetic coloured shapes (offline, seconds).",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for weights.pt and labels.txt")

@@ -1,6 +1,6 @@
 """The function's log: one JSON object per line on stdout, one line per request.
 
-Field names come from :mod:`mlobs.logschema` only. Every request line carries every field — absent
+Field names come from :mod:`mlobs_function.logschema` only. Every request line carries every field — absent
 values are ``null``, which Loki's ``| json`` and the embedded log-file source both drop — so a
 line can be checked against :data:`REQUEST_FIELD_TYPES` without knowing how the request ended.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from mlobs import logschema as f
+from mlobs_function import logschema as f
 
 EVENT_INFERENCE = "inference"
 EVENT_STARTUP_FAILED = "startup_failed"
@@ -40,7 +40,7 @@ REQUEST_FIELD_TYPES: Mapping[str, tuple[type, ...]] = {
     f.ERROR_TYPE: (str, type(None)),  # null on status 200
 }
 if set(REQUEST_FIELD_TYPES) != set(f.FIELDS):  # a field added to logschema must be typed here
-    raise RuntimeError("mlobs.logschema.FIELDS and REQUEST_FIELD_TYPES disagree")
+    raise RuntimeError("mlobs_function.logschema.FIELDS and REQUEST_FIELD_TYPES disagree")
 
 
 def rfc3339(moment: datetime | None = None) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlobs.function.config import (
+from mlobs_function.config import (
     DeviceUnavailable,
     FunctionConfig,
     LabelsInvalid,

@@ -1,6 +1,6 @@
 """Drive the function with a realistic request mix; keep its log lines; optionally push them to Loki.
 
-By default the generator starts the function itself (``python -m mlobs.function.serve`` on a free
+By default the generator starts the function itself (``python -m mlobs_function.serve`` on a free
 loopback port, model settings from the flags or the environment), so it can read the function's
 stdout: every line the function writes goes, unchanged, to ``--log-file`` (appended, so several
 model versions can share one file) and, with ``--loki-url``, to Loki's push API under the stream
@@ -38,10 +38,9 @@ from typing import TextIO
 
 import urllib3
 
-from mlobs import logschema
-from mlobs.function import config as cfg
-from mlobs.function import synthetic
-from mlobs.function.serve import LISTENING_PREFIX
+from mlobs_function import config as cfg
+from mlobs_function import logschema, synthetic
+from mlobs_function.serve import LISTENING_PREFIX
 
 DEFAULT_MIX = {
     "golden retriever": 0.10, "labrador retriever": 0.25, "beagle": 0.20,
@@ -53,12 +52,12 @@ START_TIMEOUT_S = 180.0
 EPILOG = """\
 demo, two model versions into one log file and Loki (v2: a bigger, slower architecture trained on
 data where the labradors were labelled golden retrievers, so the class mix shifts; ~1 min on 2 cores):
-  python -m mlobs.function.train --out models/v1
-  python -m mlobs.function.train --out models/v2 --arch resnet18 --input-size 64 --epochs 8 \\
+  python -m mlobs_function.train --out models/v1
+  python -m mlobs_function.train --out models/v2 --arch resnet18 --input-size 64 --epochs 8 \\
       --mislabel "labrador retriever=golden retriever:1.0"
-  python -m mlobs.function.traffic --model-dir models/v1 --model-version v1 --requests 1000 \\
+  python -m mlobs_function.traffic --model-dir models/v1 --model-version v1 --requests 1000 \\
       --rate 50 --log-file logs.jsonl --loki-url http://127.0.0.1:3100
-  python -m mlobs.function.traffic --model-dir models/v2 --model-version v2 --requests 1000 \\
+  python -m mlobs_function.traffic --model-dir models/v2 --model-version v2 --requests 1000 \\
       --rate 50 --log-file logs.jsonl --loki-url http://127.0.0.1:3100
 (1000 requests: the p99 contract needs that many to judge. Or shift the traffic instead of the
 model: --mix "golden retriever=0.35,labrador retriever=0.05,beagle=0.2,tabby cat=0.2,...")
@@ -190,13 +189,30 @@ def send(url: str, specs: Iterator[RequestSpec], *, rate: float, concurrency: in
 
 
 def stream_labels(pod: str) -> dict[str, str]:
-    """stack.yml's labels, taken from the default selector (one source of truth), plus ``pod``."""
-    from mlobs.loki.logql import Selector
+    """stack.yml's labels (the log schema's, which the default selector is made of), plus ``pod``."""
+    return {**logschema.STREAM_LABELS, "pod": pod}
 
-    selector = Selector.parse(logschema.DEFAULT_SELECTOR)
-    labels = {m.name: m.value for m in selector.matchers if m.op == "="}
-    labels["pod"] = pod
-    return labels
+
+class LokiPush:
+    """Loki's push API (``POST /loki/api/v1/push``, JSON): enough for the generator, which shares
+    only the log schema with the action. 429 and 5xx are retried a few times with backoff."""
+
+    def __init__(self, url: str, tenant: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/") + "/loki/api/v1/push"
+        self.headers = {"Content-Type": "application/json"}
+        if tenant:
+            self.headers["X-Scope-OrgID"] = tenant
+        retries = urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                                allowed_methods=frozenset({"POST"}), raise_on_status=False)
+        self._pool = urllib3.PoolManager(retries=retries, timeout=timeout)
+
+    def push(self, streams: list[dict]) -> None:
+        body = json.dumps({"streams": streams}).encode()
+        response = self._pool.request("POST", self.url, body=body, headers=self.headers)
+        if not 200 <= response.status < 300:
+            text = response.data.decode("utf-8", errors="replace").strip().splitlines()
+            raise RuntimeError(f"Loki answered the push with HTTP {response.status}"
+                               + (f": {text[0][:300]}" if text else ""))
 
 
 def entry_time_ns(line: str) -> int:
@@ -262,7 +278,7 @@ class FunctionProcess:
         self.lines = 0
         self.url: str | None = None
         self._ready = threading.Event()
-        command = [sys.executable, "-m", "mlobs.function.serve", "--host", "127.0.0.1",
+        command = [sys.executable, "-m", "mlobs_function.serve", "--host", "127.0.0.1",
                    "--port", "0", "--threads", str(threads)]  # fmt: skip
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, encoding="utf-8",
@@ -315,7 +331,7 @@ class FunctionProcess:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mlobs.function.traffic",
+        prog="python -m mlobs_function.traffic",
         description="Send a realistic request mix to the classifier function; keep its log lines "
         "in a file and push them to Loki.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -323,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = parser.add_argument_group("the function (started here unless --url is given)")
     target.add_argument("--url", help="send to a function running elsewhere; logs are not captured")
     target.add_argument("--model-dir", type=Path,
-                        help="a directory mlobs.function.train wrote (weights, labels, arch, size)")
+                        help="a directory mlobs_function.train wrote (weights, labels, arch, size)")
     target.add_argument("--model-path", help=f"weights file (default ${cfg.ENV_MODEL_PATH})")
     target.add_argument("--labels-path", help=f"labels file (default ${cfg.ENV_LABELS_PATH})")
     target.add_argument("--arch", help=f"architecture name (default ${cfg.ENV_MODEL_ARCH})")
@@ -357,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 def function_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
     if args.model_dir is not None:  # what train wrote there wins over the environment
-        from mlobs.function.train import read_model_dir
+        from mlobs_function.train import read_model_dir
 
         env.update(read_model_dir(args.model_dir))
     for name, value in ((cfg.ENV_MODEL_PATH, args.model_path), (cfg.ENV_LABELS_PATH, args.labels_path),
@@ -397,9 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         log_file = args.log_file.open("a", encoding="utf-8")
         sinks.append(lambda line: log_file.write(line + "\n"))
     if args.loki_url:
-        from mlobs.loki import LokiClient
-
-        forwarder = LokiForwarder(LokiClient(args.loki_url, tenant=args.loki_tenant), labels)
+        forwarder = LokiForwarder(LokiPush(args.loki_url, tenant=args.loki_tenant), labels)
         sinks.append(forwarder.add)
 
     function = FunctionProcess(env, args.threads, sinks)

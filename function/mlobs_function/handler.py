@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TextIO
 
-from mlobs.function.config import ENV_MODEL_VERSION, UNKNOWN_VERSION, FunctionConfig, StartupError
-from mlobs.function.imaging import UndecodableImage, decode_image, preprocess
-from mlobs.function.logline import JsonLineWriter, request_line, startup_error_line
+from mlobs_function.config import ENV_MODEL_VERSION, UNKNOWN_VERSION, FunctionConfig, StartupError
+from mlobs_function.imaging import UndecodableImage, decode_image, preprocess
+from mlobs_function.logline import JsonLineWriter, request_line, startup_error_line
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def handler_from_env(
     try:
         config = FunctionConfig.from_env(env)
         config.check_files()
-        from mlobs.function.model import load_classifier  # torch: only once the files exist
+        from mlobs_function.model import load_classifier  # torch: only once the files exist
 
         classifier = load_classifier(config)
     except StartupError as exc:

@@ -7,7 +7,7 @@ request path as the image. Two additions, both outside ``handle``: ``/_/health``
 as of-watchdog answers it in front of the real function (probes must not become request log
 lines), and ``LocalServer`` runs the app on a free loopback port inside a test's process.
 
-``python -m mlobs.function.serve`` loads the model from the function's environment (an error is
+``python -m mlobs_function.serve`` loads the model from the function's environment (an error is
 one JSON line on stdout and exit 1), then prints ``LISTENING_PREFIX + URL`` on stderr. Stdout
 carries the function's log lines and nothing else.
 """
@@ -64,7 +64,7 @@ def format_response(resp: Any) -> Any:
 
 
 def create_app(handle: Handle) -> Flask:
-    app = Flask("mlobs.function")
+    app = Flask("mlobs_function")
 
     @app.route(HEALTH_PATH, methods=["GET"])
     def health() -> Response:
@@ -129,7 +129,7 @@ class LocalServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mlobs.function.serve",
+        prog="python -m mlobs_function.serve",
         description="Serve the classifier like OpenFaaS's python3-http template (Flask + waitress). "
         "Model settings come from the environment: MODEL_PATH, LABELS_PATH, MODEL_ARCH, "
         "MODEL_VERSION, MODEL_INPUT_SIZE, MODEL_DEVICE, MAX_BODY_BYTES, TORCH_NUM_THREADS.",
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     # generator applies on purpose that is one line per request, drowning everything else.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
-    from mlobs.function.handler import handler_from_env
+    from mlobs_function.handler import handler_from_env
 
     handler = handler_from_env()  # one JSON line and SystemExit(1) when the model cannot load
     server = LocalServer(handler.handle, args.host, args.port, args.threads)

@@ -1,7 +1,7 @@
 """The function's settings, read once from its environment (stack.yml sets them in OpenFaaS).
 
 Nothing here imports torch, so a missing model file or a typo in a setting is reported before the
-slow import — one structured line, then a non-zero exit (see :mod:`mlobs.function.handler`).
+slow import — one structured line, then a non-zero exit (see :mod:`mlobs_function.handler`).
 """
 
 from __future__ import annotations
