@@ -279,7 +279,6 @@ def test_settings_built_from_no_inputs_hold_the_defaults(tmp_path):
                 if isinstance(default, Path):
                     default = tmp_path / default
                 assert value == default, (mode, f.name, value, default)
-    assert config.TABLE_DEFAULT == __import__("mlobs.lake.schema", fromlist=["x"]).TABLE_DEFAULT
 
 
 # Modules that still read os.environ below the CLI: the evaluate mode's, until issue 11 lands.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlobs import modes
 from mlobs.errors import ConfigError
+from mlobs.lake.schema import TABLE_DEFAULT
 from mlobs.logschema import DEFAULT_SELECTOR
 from mlobs.result import FailOn
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 # Environment variables a feature file may read as ${NAME}: only these, never the rest of the
 # environment (tokens and passwords live there, and a pull request can add a feature file).
 SLO_VARIABLE_PREFIX = "SLO_"
-TABLE_DEFAULT = "mlobs.predictions"  # mlobs.lake.schema.TABLE_DEFAULT (checked by a test)
 
 
 class CommentMode(StrEnum):

@@ -34,12 +34,22 @@ class SourceUnavailable(MlobsError):
     """A service the mode depends on (Loki, a Bento, a catalog) could not be reached."""
 
 
-class NotImplementedMode(MlobsError):
-    """A mode whose implementation has not landed yet."""
-
-
 class EnvironmentProblem(MlobsError):
     """The machine, not the input: a full disk, a read-only or forbidden folder."""
+
+
+def first_line(value: str | bytes | BaseException | None, limit: int | None = None) -> str:
+    """The first non-empty line of a message, an exception's text or a response body, stripped and
+    cut to ``limit`` characters (with "…"): how a library's multi-line error becomes part of our one
+    line. An exception without text gives its type's name; nothing gives ""."""
+    if isinstance(value, BaseException):
+        text = str(value).strip() or type(value).__name__
+    elif isinstance(value, bytes):
+        text = value.decode("utf-8", errors="replace")
+    else:
+        text = value or ""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if limit is None or len(line) <= limit else line[:limit] + "…"
 
 
 # What the runner's machine does to a write, as opposed to what a bug does.

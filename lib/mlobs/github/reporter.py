@@ -63,7 +63,7 @@ class ReportSettings:
 
 
 @dataclass
-class Published:
+class Delivery:
     """What the reporter did, for logs and tests."""
 
     comment_url: str | None = None
@@ -129,9 +129,9 @@ class Reporter:
 
     # ---- orchestration -------------------------------------------------------------------
 
-    def publish(self, report: Report) -> Published:
+    def publish(self, report: Report) -> Delivery:
         report = self.actions.redactor.report(report)  # the one redaction step for API payloads
-        published = Published()
+        published = Delivery()
         self.publish_outputs(report)
         if self.settings.dry_run:
             published.files = self.render_dry_run(report)
@@ -188,7 +188,7 @@ class Reporter:
         return (self.settings.check_run or self.settings.comment_mode is not CommentMode.OFF
                 or self.settings.alert_issue)
 
-    def _resolve_target(self, published: Published) -> bool:
+    def _resolve_target(self, published: Delivery) -> bool:
         """Which commit and pull request (mlobs.github.target), and a reviewer's production line.
         False when there is no commit to report on: nothing is posted on a commit that is not
         the one running (the summary and annotations still carry every result)."""
@@ -228,7 +228,7 @@ class Reporter:
                 repo, env, self._identity(), self.context.server_url, self.context.repository or "")
         return True
 
-    def _guard(self, published: Published, what: str, send, report: Report):
+    def _guard(self, published: Delivery, what: str, send, report: Report):
         from github import GithubException
 
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mlobs.errors import ConfigError, SourceUnavailable
+from mlobs.errors import ConfigError, SourceUnavailable, first_line
 from mlobs.lake.schema import TABLE_DEFAULT
 from mlobs.retry import Backoff
 
@@ -288,5 +288,4 @@ def _locked(error: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return redact_uri(text[0]) if text else type(exc).__name__
+    return redact_uri(first_line(exc))

@@ -48,40 +48,6 @@ DEFAULT_COMMIT_TIMEOUT_S = 120.0
 COMMIT_RETRY = Backoff(base=0.1, cap=2.0, deadline=DEFAULT_COMMIT_TIMEOUT_S)
 # Setting the table property on a table created elsewhere races only with other first writers.
 _PROPERTY_RETRY = Backoff(base=0.02, cap=0.2, attempts=8)
-# The libraries' own commit retries (pyiceberg 0.12 and Java Iceberg) re-apply an append onto the
-# new table state: they cannot re-check that the run id is still absent, and pyiceberg's drops
-# the tag update of the same transaction. So the table turns them off and the engines retry
-# themselves, re-checking the run id and re-creating the tag each time.
-NO_LIBRARY_RETRIES = ("commit.retry.num-retries", "0")
-
-
-def table_schema():
-    """THE schema with the field ids a catalog assigns on create (breadth-first), so files we
-    write carry the ids the table will have."""
-    from pyiceberg.schema import assign_fresh_schema_ids
-
-    return assign_fresh_schema_ids(schema.iceberg_schema())
-
-
-def table_arrow_schema(columns: list[str] | None = None) -> pa.Schema:
-    """Arrow schema of table rows as both engines return them (field ids included)."""
-    from pyiceberg.io.pyarrow import schema_to_pyarrow
-
-    full = schema_to_pyarrow(table_schema())
-    return full if columns is None else pa_select(full, columns)
-
-
-def pa_select(full: pa.Schema, columns: list[str]) -> pa.Schema:
-    import pyarrow as pa
-
-    unknown = [name for name in columns if name not in full.names]
-    if unknown or not columns:
-        raise ConfigError(
-            f"unknown columns {unknown or columns}: the table has {', '.join(full.names)}"
-        )
-    return pa.schema([full.field(name) for name in columns])
-
-
 class PyIcebergEngine:
     kind = "pyiceberg"
 
@@ -312,7 +278,7 @@ class PyIcebergEngine:
 
         table = self._load_table()
         if table is None:
-            fresh = table_schema()
+            fresh = schema.table_schema()
             spec = PartitionSpec(
                 PartitionField(fresh.find_field("model_version").field_id, 1000,
                                IdentityTransform(), "model_version"),
@@ -328,17 +294,17 @@ class PyIcebergEngine:
                     "format-version": "2",
                     # add_files would otherwise add this property inside a run's commit.
                     TableProperties.DEFAULT_NAME_MAPPING: fresh.name_mapping.model_dump_json(),
-                    NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1],
+                    schema.NO_LIBRARY_RETRIES[0]: schema.NO_LIBRARY_RETRIES[1],
                 },
             )
-        if table.properties.get(NO_LIBRARY_RETRIES[0]) == NO_LIBRARY_RETRIES[1]:
+        if table.properties.get(schema.NO_LIBRARY_RETRIES[0]) == schema.NO_LIBRARY_RETRIES[1]:
             return table
 
         def set_property() -> Table:
             current = self._load_table(required=True)
-            if current.properties.get(NO_LIBRARY_RETRIES[0]) != NO_LIBRARY_RETRIES[1]:
+            if current.properties.get(schema.NO_LIBRARY_RETRIES[0]) != schema.NO_LIBRARY_RETRIES[1]:
                 with current.transaction() as tx:  # a table created elsewhere: one metadata commit
-                    tx.set_properties({NO_LIBRARY_RETRIES[0]: NO_LIBRARY_RETRIES[1]})
+                    tx.set_properties({schema.NO_LIBRARY_RETRIES[0]: schema.NO_LIBRARY_RETRIES[1]})
                 current = self._load_table(required=True)
             return current
 
@@ -407,7 +373,7 @@ class PyIcebergEngine:
         """The run's rows as of its own snapshot (time travel), batch by batch."""
         from pyiceberg.expressions import And, EqualTo
 
-        target = table_arrow_schema(columns)
+        target = schema.table_arrow_schema(columns)
         table = self._load_table(required=True)
         scan = table.scan(
             # model_version is an identity partition: it prunes other versions' files.
@@ -423,7 +389,7 @@ class PyIcebergEngine:
     def read_run(self, info: RunInfo, columns: list[str] | None = None) -> pa.Table:
         import pyarrow as pa
 
-        target = table_arrow_schema(columns)
+        target = schema.table_arrow_schema(columns)
         return pa.Table.from_batches(list(self.iter_run(info, columns)), schema=target)
 
     def aggregate(self, info: RunInfo, bins: int = 10) -> pa.Table:

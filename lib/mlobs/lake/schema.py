@@ -7,6 +7,13 @@ commit) is on every row and in the snapshot summary of the run's single commit.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from mlobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 TABLE_DEFAULT = "mlobs.predictions"
 
 # Snapshot summary properties every run's commit carries.
@@ -17,6 +24,13 @@ PROP_DATASET_HASH = "mlobs.dataset-hash"
 PROP_ACTION_VERSION = "mlobs.action-version"
 PROP_ROWS = "mlobs.rows"
 PROP_ERRORS = "mlobs.errors"  # rows whose prediction failed (absent on runs written before it)
+
+# The libraries' own commit retries (pyiceberg 0.12 and Java Iceberg) re-apply an append onto the
+# new table state: they cannot re-check that the run id is still absent, and pyiceberg's drops
+# the tag update of the same transaction. So the table turns them off (a table property both
+# engines set) and the engines retry themselves (mlobs.retry), re-checking the run id and
+# re-creating the tag each time.
+NO_LIBRARY_RETRIES = ("commit.retry.num-retries", "0")
 
 # Columns the evaluation runner produces for each sample (an Arrow RecordBatch per client batch).
 SAMPLE_COLUMNS = ("sample_id", "label", "prediction", "confidence", "scores", "slices", "error")
@@ -66,3 +80,30 @@ def sample_arrow_schema():
         pa.field("slices", pa.map_(pa.string(), pa.string())),
         pa.field("error", pa.string()),
     ])
+
+
+def table_schema():
+    """THE schema with the field ids a catalog assigns on create (breadth-first), so files either
+    engine writes carry the ids the table will have."""
+    from pyiceberg.schema import assign_fresh_schema_ids
+
+    return assign_fresh_schema_ids(iceberg_schema())
+
+
+def table_arrow_schema(columns: list[str] | None = None) -> pa.Schema:
+    """Arrow schema of table rows as both engines return them (field ids included)."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    full = schema_to_pyarrow(table_schema())
+    return full if columns is None else pa_select(full, columns)
+
+
+def pa_select(full: pa.Schema, columns: list[str]) -> pa.Schema:
+    import pyarrow as pa
+
+    unknown = [name for name in columns if name not in full.names]
+    if unknown or not columns:
+        raise ConfigError(
+            f"unknown columns {unknown or columns}: the table has {', '.join(full.names)}"
+        )
+    return pa.schema([full.field(name) for name in columns])

@@ -28,14 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlobs.errors import ConfigError, MlobsError
+from mlobs.errors import ConfigError, MlobsError, first_line
 from mlobs.lake import aggregate as agg
 from mlobs.lake import runs as runlib
 from mlobs.lake import schema
 from mlobs.lake.catalog import CatalogConfig, sqlite_path
 from mlobs.lake.engine import RunInfo
 from mlobs.lake.parquet_stream import RollingParquetWriter, conform_sample_batch
-from mlobs.lake.pyiceberg_engine import NO_LIBRARY_RETRIES, table_arrow_schema, table_schema
 from mlobs.retry import Backoff
 
 if TYPE_CHECKING:
@@ -245,13 +244,13 @@ class SparkEngine:
         return self.spark.sql(query, args=args or None)
 
     def _ensure_table(self) -> None:
-        fresh = table_schema()
+        fresh = schema.table_schema()
         columns = ", ".join(
             f"`{f.name}` {spark_type(f.field_type)}{' NOT NULL' if f.required else ''}"
             for f in fresh.fields
         )
         mapping = fresh.name_mapping.model_dump_json().replace("'", "\\'")
-        key, value = NO_LIBRARY_RETRIES  # why: see pyiceberg_engine.NO_LIBRARY_RETRIES
+        key, value = schema.NO_LIBRARY_RETRIES  # why: see there
         self._sql(f"CREATE NAMESPACE IF NOT EXISTS `{self.config.name}`.`{self.config.namespace}`")
         # Same schema (ids assigned breadth-first, as pyiceberg does) and partitioning as
         # PyIcebergEngine._ensure_table: days() is named evaluated_at_day on both sides.
@@ -320,7 +319,7 @@ class SparkEngine:
                 f"AS OF VERSION {int(latest.snapshot_id)}"
             )
         except Exception as exc:  # the run is committed; a stale tag is repaired next write
-            log.warning("could not move tag %s: %s", tag, str(exc).splitlines()[0] if str(exc) else exc)
+            log.warning("could not move tag %s: %s", tag, first_line(exc))
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -416,7 +415,7 @@ class SparkEngine:
         def on_retry(error: BaseException, retry: int, wait: float) -> None:
             log.info("run %s: commit conflict (attempt %d), retrying", run_id, retry)
 
-        # Iceberg's own retries are off (NO_LIBRARY_RETRIES): a conflict lands here.
+        # Iceberg's own retries are off (schema.NO_LIBRARY_RETRIES): a conflict lands here.
         existing = COMMIT_RETRY.retrying(_commit_conflict, on_retry=on_retry)(attempt)
         if existing is not None:
             return existing, False
@@ -440,7 +439,7 @@ class SparkEngine:
         """The run's rows as of its snapshot, streamed from Spark in batches of 8192 rows."""
         import pyarrow as pa
 
-        target = table_arrow_schema(columns)
+        target = schema.table_arrow_schema(columns)
         maps = [f.name for f in target if pa.types.is_map(f.type)]
         select = ", ".join(_row_expression(name, name in maps) for name in target.names)
         chunk: list[dict[str, Any]] = []
@@ -459,7 +458,7 @@ class SparkEngine:
     def read_run(self, info: RunInfo, columns: list[str] | None = None) -> pa.Table:
         import pyarrow as pa
 
-        target = table_arrow_schema(columns)
+        target = schema.table_arrow_schema(columns)
         return pa.Table.from_batches(list(self.iter_run(info, columns)), schema=target)
 
     def aggregate(self, info: RunInfo, bins: int = 10) -> pa.Table:
@@ -515,7 +514,7 @@ def _row_expression(name: str, is_map: bool) -> str:
 
 def _sample_ddl() -> str:
     """Spark DDL of the staged sample files, from the table schema (the one source of truth)."""
-    fresh = table_schema()
+    fresh = schema.table_schema()
     return ", ".join(
         f"`{name}` {spark_type(fresh.find_field(name).field_type)}" for name in schema.SAMPLE_COLUMNS
     )

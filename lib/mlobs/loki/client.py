@@ -25,7 +25,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from mlobs import __version__
-from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
+from mlobs.errors import ConfigError, MlobsError, SourceUnavailable, first_line
 from mlobs.retry import Backoff, retry_after_seconds
 
 __all__ = [
@@ -393,9 +393,7 @@ def _push_stream(stream: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_line(data: bytes | None) -> str:
-    text = (data or b"").decode("utf-8", errors="replace").strip()
-    line = text.splitlines()[0].strip() if text else ""
-    return line if len(line) <= _MAX_QUOTED else line[:_MAX_QUOTED] + "…"
+    return first_line(data, _MAX_QUOTED)
 
 
 def _describe_failure(response: Any, error: BaseException | None) -> str:

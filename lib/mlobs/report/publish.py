@@ -70,7 +70,9 @@ class Sources:
 
 
 @dataclass
-class Published:
+class PublishOutcome:
+    """What one publish did to the store, and the documents its pages were built from."""
+
     store: str
     written: list[str] = field(default_factory=list)    # first published now
     verified: list[str] = field(default_factory=list)   # published before, byte-identical
@@ -87,9 +89,9 @@ class Published:
 
 def publish(store: Store, versions: list[str], baseline: str | None, sources: Sources,
             site: Site | None = None, *, force: bool = False, attempts: int = ATTEMPTS,
-            before_commit: Callable[[int], None] | None = None) -> Published:
+            before_commit: Callable[[int], None] | None = None) -> PublishOutcome:
     """Plan on a fresh snapshot and commit; on a conflict plan again (up to ``attempts`` times)."""
-    def attempt() -> Published:
+    def attempt() -> PublishOutcome:
         snapshot = store.open()
         with tempfile.TemporaryDirectory(prefix="mlobs-site-") as tmp:
             changes, result = _plan(snapshot, store, versions, baseline, sources, force, Path(tmp),
@@ -144,9 +146,9 @@ def data_bytes(doc: dict) -> bytes:
 
 def _plan(snapshot: Snapshot, store: Store, versions: list[str], baseline: str | None,
           sources: Sources, force: bool, tmp: Path,
-          site: Site | None = None) -> tuple[Changes, Published]:
+          site: Site | None = None) -> tuple[Changes, PublishOutcome]:
     entries = read_manifest(snapshot, store.display)
-    result = Published(store=store.display)
+    result = PublishOutcome(store=store.display)
     docs: dict[str, dict] = {}
     status: dict[str, str] = {}  # version → new, forced, verified, legacy, baseline
 
