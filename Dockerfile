@@ -8,8 +8,11 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # the wheelhouse stay behind, so the offline route costs no extra megabytes.
 FROM ${BASE_IMAGE} AS build
 
-# Extras the image installs: evaluate brings pyiceberg, BentoML's client side, scikit-learn and
-# Hugo. The Spark variant builds with EXTRAS=evaluate,spark under its own tag.
+# Extras the image installs: evaluate brings pyiceberg/pyarrow, scikit-learn, Hugo and boto3 —
+# everything slo-validate, publish-report and evaluate attached to a running Bento (bento-url)
+# need. Not BentoML's server side (the serve extra): a Bento needs its own dependencies to be
+# served anyway (README: Bentos with their own dependencies). EXTRAS=evaluate,serve builds an
+# image that serves Bentos whose dependencies it has; EXTRAS=evaluate,spark the Spark variant.
 ARG EXTRAS="evaluate"
 # e.g. "--no-index --find-links /src/.wheels" for an offline build from the wheelhouse.
 ARG PIP_INSTALL_ARGS=""
@@ -17,33 +20,27 @@ ARG PIP_INSTALL_ARGS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# .dockerignore lets through only the package's sources, constraints.txt and .wheels/ if present.
+# .dockerignore lets through only the package's sources (with the bundled features/ and hugo/,
+# which the wheel installs under /opt/mlobs/share/mlobs/), constraints.txt and .wheels/ if present.
 COPY . /src
 
-# constraints.txt pins the versions CI tested, online and offline alike. The test suites that
-# numpy, scipy, pyarrow, scikit-learn… ship in their wheels (~75 MB) are never run here: they go
-# before the bytecode is compiled, on all cores at once (pip compiles on one). boto3 (publish-to
-# s3://) needs only a few of botocore's 400+ service models: S3, STS and SSO for credentials, and
-# Glue / DynamoDB for pyiceberg's catalogs of those names (27 MB of models go).
-# hadolint ignore=DL3013
-RUN python3 -m venv /opt/mlobs \
+# constraints.txt pins the versions CI tested, online and offline alike. scripts/slim_venv.py then
+# removes what the action never runs (test suites, most botocore models, pyarrow's Flight, pip),
+# strips the shared libraries (binutils: build stage only) and compiles bytecode for what the
+# modes import; it ends by importing every mode's modules, so a bad trim fails the build.
+# hadolint ignore=DL3008,DL3013
+RUN { command -v strip >/dev/null || { apt-get update \
+        && apt-get install -y --no-install-recommends binutils; }; } \
+    && python3 -m venv /opt/mlobs \
     && /opt/mlobs/bin/pip install --no-compile ${PIP_INSTALL_ARGS} \
         -c /src/constraints.txt "/src${EXTRAS:+[$EXTRAS]}" \
-    && find /opt/mlobs/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
-    && find /opt/mlobs/lib/python3*/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d \
-        ! -name s3 ! -name sts ! -name sso ! -name sso-oidc ! -name glue ! -name dynamodb \
-        -exec rm -rf {} + \
-    && /opt/mlobs/bin/python -m compileall -q -j0 /opt/mlobs/lib \
+    && /opt/mlobs/bin/python /src/scripts/slim_venv.py /opt/mlobs \
     && /opt/mlobs/bin/mlobs --version
 
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MLOBS_FEATURES_DIR=/opt/mlobs-src/features \
-    MLOBS_HUGO_DIR=/opt/mlobs-src/hugo
+    PYTHONUNBUFFERED=1
 
 # git pushes reports for publish-to gh-pages / git+<url>; a base that has it (scripts/build-image
 # puts it in its debootstrap base, trimmed the same way) skips the download. git runs only C
@@ -59,7 +56,5 @@ RUN command -v git >/dev/null || { apt-get update \
 
 COPY --from=build /opt/mlobs /opt/mlobs
 COPY entrypoint.py /opt/mlobs-src/
-COPY features /opt/mlobs-src/features
-COPY hugo /opt/mlobs-src/hugo
 
 ENTRYPOINT ["/opt/mlobs/bin/python", "/opt/mlobs-src/entrypoint.py"]
