@@ -9,6 +9,14 @@ The bootstrap is seeded from a hash of the counts (and the level and resample co
 counts give the same intervals, byte for byte, on the same numpy. Within a cell every row is
 taken to have the cell's mean confidence — a confidence bin is 1/bins wide, so the variance this
 leaves out is at most 1/(12·bins²) per row against up to 1/4 for the correctness it keeps.
+
+Coverage, measured (tests/test_stats_intervals.py): over 1,000 simulated golden sets of 480 and
+2,000 samples the 95 % intervals of accuracy, macro F1 and ECE cover the true population value in
+94.7–95.8 % of them. One known limit, shared by every bootstrap of the binned ECE (BCa, bias-
+corrected and basic intervals were tried and did no better): the plug-in ECE sums |accuracy −
+confidence| per bin, which is biased upward when a bin's true gap is small against its noise, so
+for a model that is nearly calibrated in thinly populated bins the interval sits too high (87 %
+coverage measured at 480 samples for gaps shrinking to 0 at low confidence; 95 % again at 2,000).
 """
 
 from __future__ import annotations
