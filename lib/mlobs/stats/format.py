@@ -41,9 +41,9 @@ def format_signed(x: float | None, digits: int = 3) -> str:
     if _missing(x):
         return NOT_AVAILABLE
     text = format_number(x, digits)
-    if text.startswith(MINUS) or text.endswith("∞") and text.startswith(MINUS):
+    if text.startswith(MINUS):
         return text
-    if float(text.replace("∞", "inf")) == 0:
+    if text != "∞" and float(text) == 0:
         return f"±{text}"
     return f"+{text}"
 

@@ -17,8 +17,9 @@ upper bound) that bound is missing and says so.
 Asking Loki. ``quantile_over_time`` (like Prometheus and numpy's default) interpolates linearly
 between closest ranks: for level φ over n values it returns v[h] with h = φ·(n − 1), 0-based,
 interpolated. So the level (r − 1)/(n − 1) returns exactly the order statistic X₍ᵣ₎ — the plan's
-``level_low``/``level_high`` are the quantile levels to send, with the same selector, filters and
-window as the count that gave n (fix the window's end, or n drifts under live ingestion).
+``level_low``/``level_high`` are the quantile levels to send (written with ``repr`` so Loki parses
+the same float64), with the same selector, filters and window as the count that gave n (fix the
+window's end, or n drifts under live ingestion).
 
 Decision (:func:`latency_regression`) for "p-q latency may grow by at most a" between a baseline
 and the current version, each with its c = 95 % interval [lo, hi]:
@@ -66,9 +67,21 @@ class QuantilePlan:
 
 
 def _level(rank: int | None, n: int) -> float | None:
+    """(rank − 1)/(n − 1), nudged by an ulp or two where needed so that level·(n − 1) — what Loki
+    and numpy compute in float64 — does not fall below rank − 1: the interpolation then starts at
+    the order statistic itself and blends in at most ~1e-14 of the next one (exactly none when
+    the product is exact), instead of landing on the previous order statistic's side."""
     if rank is None:
         return None
-    return 0.0 if n == 1 else (rank - 1) / (n - 1)
+    if n == 1:
+        return 0.0
+    level = (rank - 1) / (n - 1)
+    below = math.nextafter(level, -1.0)
+    if below * (n - 1) == rank - 1:
+        level = below
+    while level * (n - 1) < rank - 1 and level < 1.0:
+        level = math.nextafter(level, 2.0)
+    return min(level, 1.0)
 
 
 def _check(q: float, confidence: float) -> None:
