@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from statsim import CLASSES, Model, batch, joint_from_arrays, paired_samples, sample
 
 from mlobs.evaluate.metrics import from_aggregate
 from mlobs.lake.aggregate import aggregate_batches
@@ -22,6 +21,7 @@ from mlobs.stats.deltas import (
     unpaired_deltas,
 )
 from mlobs.stats.joint import COLUMNS, joint_counts
+from statsim import CLASSES, Model, batch, joint_from_arrays, paired_samples, sample
 
 LABELS = sorted(CLASSES)
 
@@ -56,8 +56,9 @@ def test_two_proportion_z_is_the_pooled_score_test():
     assert less + more == pytest.approx(1.0)
 
 
-def _paired_runs(seed=1, n=3000, current=Model(shift=0.07), baseline=Model()):
-    return paired_samples(current, baseline, np.random.default_rng(seed), n)
+def _paired_runs(seed=1, n=3000, current=None, baseline=None):
+    return paired_samples(current or Model(shift=0.07), baseline or Model(),
+                          np.random.default_rng(seed), n)
 
 
 def _stream(rows, order, batch_rows=700):

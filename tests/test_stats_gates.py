@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from statsim import CLASSES, Model, batch, joint_from_arrays, paired_samples, sample
 
 from mlobs.errors import ConfigError
 from mlobs.evaluate import compare
@@ -17,6 +16,7 @@ from mlobs.lake.aggregate import aggregate_batches
 from mlobs.stats.cells import cells_from_aggregate
 from mlobs.stats.deltas import DeltaInterval, paired_deltas, unpaired_cell_deltas
 from mlobs.stats.gates import decide_gate, parse_significance, samples_to_settle
+from statsim import CLASSES, Model, batch, joint_from_arrays, paired_samples, sample
 
 LABELS = sorted(CLASSES)
 

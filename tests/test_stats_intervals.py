@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from statsim import CLASSES, Model, batch, sample
 
 from mlobs.evaluate.metrics import from_aggregate
 from mlobs.lake.aggregate import aggregate_batches
 from mlobs.lake.synthetic import synthetic_batches
 from mlobs.stats.cells import cells_from_aggregate
 from mlobs.stats.intervals import cell_intervals, metric_intervals, wilson
+from statsim import CLASSES, Model, batch, sample
 
 
 def _row(label, prediction, n, conf=0.9, error=False, slice_=("", "")):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from servers.loki import _quantile as loki_quantile  # the double's quantile_over_time
 
 from mlobs.stats.quantiles import (
     interval_from_levels,
@@ -16,6 +15,7 @@ from mlobs.stats.quantiles import (
     quantile_interval,
     quantile_plan,
 )
+from servers.loki import _quantile as loki_quantile  # the double's quantile_over_time
 
 GRID = [(n, q) for n in (20, 100, 368, 500, 1000, 2000, 10_000) for q in (0.5, 0.9, 0.95, 0.99)]
 
