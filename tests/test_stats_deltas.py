@@ -238,3 +238,35 @@ def test_joint_counts_accept_the_columns_iter_run_gives():
     base = pa.Table.from_batches([batch(*baseline)]).select(list(COLUMNS))
     joint = joint_counts(cur, base.to_batches(max_chunksize=7))
     assert joint.pairable and int(joint.n.sum()) == 100
+
+
+def test_compare_runs_pairs_when_it_can_and_says_why_not():
+    from mlobs.stats.deltas import compare_runs
+
+    current, baseline = _paired_runs(seed=11, n=600)
+    aggs = [aggregate_batches([batch(*rows)]) for rows in (current, baseline)]
+    joint = joint_from_arrays(current, baseline)
+    paired = compare_runs(*aggs, joint, same_dataset=True, resamples=200)
+    assert paired.paired and paired.why_unpaired == ""
+    assert paired.deltas["accuracy"].test == "McNemar exact"
+    other = compare_runs(*aggs, joint, same_dataset=False, resamples=200)
+    assert not other.paired and "different golden sets" in other.why_unpaired
+    assert other.deltas["accuracy"].test == "two-proportion z"
+    assert other.deltas["accuracy"].delta == pytest.approx(paired.deltas["accuracy"].delta)
+    cur = batch(*current)
+    base = batch(*(np.asarray(a)[:-1] for a in baseline))
+    broken = compare_runs(*aggs, joint_counts([cur], [base]), same_dataset=True, resamples=200)
+    assert not broken.paired and "1 sample id only in the current run" in broken.why_unpaired
+
+
+def test_more_errors_now_is_a_paired_regression_of_the_error_rate():
+    current, baseline = _paired_runs(seed=12, n=1000, current=Model(), baseline=Model())
+    label, pred, conf, _ = current
+    errors = np.zeros(1000, bool)
+    errors[:40] = True  # 4 % of calls fail now, none before
+    joint = joint_from_arrays((label, pred, conf, errors), (label, pred, conf, np.zeros(1000, bool)))
+    d = paired_deltas(joint, metrics=["error_rate", "accuracy"])
+    assert d["error_rate"].delta == pytest.approx(0.04) and d["error_rate"].worse_by > 0
+    assert d["error_rate"].p_worse == pytest.approx(0.5**40)  # 40 losses, no gains
+    right = int(((label == pred)[:40]).sum())
+    assert d["accuracy"].p_worse == pytest.approx(0.5**right)

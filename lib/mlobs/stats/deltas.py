@@ -392,3 +392,46 @@ def _joint_fingerprint(joint: JointCounts, labels: Sequence[str]) -> int:
     for name in ("conf_cur", "conf_base"):
         digest.update(np.ascontiguousarray(getattr(joint, name), dtype=np.float64).tobytes())
     return int.from_bytes(digest.digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    deltas: dict[str, DeltaInterval]
+    paired: bool
+    why_unpaired: str  # "" when paired
+
+
+def compare_runs(
+    current_aggregate: Any,
+    baseline_aggregate: Any,
+    joint: JointCounts | None = None,
+    *,
+    same_dataset: bool,
+    labels: Sequence[str] | None = None,
+    bins: int = 10,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    metrics: Sequence[str] | None = None,
+) -> Comparison:
+    """The run against its baseline, paired when it can be: ``same_dataset`` (equal dataset
+    hashes) and ``joint`` (from ``joint_counts`` over both runs' rows) pairs every sample id once;
+    otherwise unpaired from the two aggregates, with the reason. The label list defaults to the
+    union of both aggregates' (the same list either way, so per-class deltas line up)."""
+    from mlobs.stats.cells import aggregate_rows
+
+    current_rows, baseline_rows = aggregate_rows(current_aggregate), aggregate_rows(
+        baseline_aggregate)
+    if labels is None:
+        labels = sorted(set(default_labels(current_rows)) | set(default_labels(baseline_rows)))
+    if not same_dataset:
+        why = "the runs scored different golden sets (dataset hashes differ)"
+    elif joint is None:
+        why = "the runs' rows were not joined by sample id"
+    elif not joint.pairable:
+        why = joint.reason
+    else:
+        return Comparison(paired_deltas(joint, labels=labels, confidence=confidence,
+                                        resamples=resamples, metrics=metrics), True, "")
+    return Comparison(unpaired_deltas(current_rows, baseline_rows, labels=labels, bins=bins,
+                                      confidence=confidence, resamples=resamples,
+                                      metrics=metrics), False, why)
