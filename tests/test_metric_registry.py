@@ -110,6 +110,8 @@ def test_a_registered_metric_reaches_the_comment_the_gates_and_every_report_page
     (gate,) = results["gates"]
     assert gate["gate"]["metric"] == "balanced_accuracy" and gate["passed"] is False
     assert gate["current"] == pytest.approx(v3) and gate["baseline"] == pytest.approx(v1)
+    assert results["headline"]["balanced_accuracy"] == pytest.approx(v3)
+    assert results["baseline_headline"]["balanced_accuracy"] == pytest.approx(v1)
     check_run = json.loads(dry_run(tmp_path, "evaluate", "check-run.json"))
     assert f"| balanced_accuracy | {pct(v3)} |" in check_run[0]["payload"]["output"]["summary"]
 

@@ -50,9 +50,18 @@ class EvaluationResult:
         data["verdict"] = self.verdict.value
         data["schema"] = "mlobs.evaluate-results/1"
         data["recorded"] = self.recorded
+        # every headline metric of the registry by name (metrics keeps the computed fields only)
+        data["headline"] = _headline(self.metrics)
+        data["baseline_headline"] = _headline(self.baseline_metrics)
         if self.errors is not None:
             data["errors"]["lines"] = self.errors.lines()
         return data
+
+
+def _headline(metrics: RunMetrics | None) -> dict[str, float | None] | None:
+    if metrics is None:
+        return None
+    return {m.name: m.of(metrics.overall) for m in registry.metrics()}
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
