@@ -265,16 +265,19 @@ class RuleBento:
             def log_message(self, *args):
                 pass
 
-            def _send(self, body: object) -> None:
+            def _send(self, body: object, status: int = 200) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             def do_GET(self):
-                self._send("OK")
+                if self.path in ("/readyz", "/livez", "/healthz"):
+                    self._send("OK")
+                else:  # no OpenAPI document: inputs go as one list per column
+                    self._send({"error": f"Not Found: {self.path}"}, 404)
 
             def do_POST(self):
                 texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
