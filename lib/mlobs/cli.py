@@ -18,6 +18,7 @@ from collections.abc import Callable
 import click
 
 from mlobs import __version__, modes
+from mlobs.evaluate import registry  # the headline metrics: light, for the max-regression help
 
 # Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py,
 # replaced by *** on every surface (mlobs.redact keeps the same list).
@@ -116,8 +117,7 @@ EVALUATE_OPTIONS = [
         show_default=True),
     opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
         show_default=True),
-    opt("max-regression", "Gates vs the baseline: absolute 'accuracy=0.01' or relative "
-        "'macro_f1=2%'; also error_rate, ece, weighted_f1, f1[<class>]."),
+    opt("max-regression", registry.gate_help()),
     opt("run-id", "Run id in the table; a retried run with the same id writes nothing "
         "(default: from GITHUB_RUN_ID, model version and dataset hash)."),
     opt("max-error-rate", "Largest share of failed samples a run may have and still be recorded "
