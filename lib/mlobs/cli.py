@@ -94,22 +94,32 @@ LAKE_OPTIONS = [
 EVALUATE_OPTIONS = [
     opt("bento", "A Bento tag or path to serve."),
     opt("bento-url", "URL of a running Bento to attach to instead."),
-    opt("bento-api", "The Bento API to call; its parameters are the input columns.",
-        default="predict", show_default=True),
+    opt("bento-api", "The Bento API to call (its OpenAPI schema says how the input columns are "
+        "sent).", default="predict", show_default=True),
     opt("dataset", "Golden dataset: Parquet, CSV or JSON lines."),
     opt("input-columns", "Dataset columns sent to the model (comma-separated)."),
     opt("label-column", "Dataset column holding the true label.", default="label",
         show_default=True),
     opt("slice-columns", "Dataset columns to slice metrics by (comma-separated)."),
     opt("id-column", "Dataset column with a unique sample id (default: the row number)."),
-    opt("batch-size", "Samples per request to the Bento.", type=click.IntRange(1), default=64,
-        show_default=True),
+    opt("batch-size", "Samples per request to the Bento: auto (grown while throughput grows, "
+        "shrunk on 413 or timeouts) or a fixed number.", default="auto", show_default=True),
     opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
         show_default=True),
     opt("max-regression", "Gates vs the baseline: absolute 'accuracy=0.01' or relative "
         "'macro_f1=2%'; also error_rate, ece, weighted_f1, f1[<class>]."),
     opt("run-id", "Run id in the table; a retried run with the same id writes nothing "
         "(default: from GITHUB_RUN_ID, model version and dataset hash)."),
+    opt("class-names", "Class names in index order (comma-separated, or a file with one per "
+        "line): map class indices and probability columns to names."),
+    opt("prediction-path", "Where the predictions are in an answer of another shape: a dotted "
+        "path, '*' for each item of a list (e.g. output.labels, results.*.top)."),
+    opt("input-format", "How input columns are sent when the API's schema is ambiguous: auto, "
+        "columns, row, records, dataframe or array, optionally FORMAT:PARAMETER.",
+        default="auto", show_default=True),
+    opt("bento-timeout", "Seconds to wait for one answer from the Bento.", default="60",
+        show_default=True),
+    opt("deadline", "Overall time limit of the evaluation, e.g. 900, 15m, 2h (default: none)."),
 ]
 
 REPORT_OPTIONS = [

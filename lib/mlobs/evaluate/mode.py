@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +20,8 @@ from mlobs.result import Report, Verdict
 
 log = logging.getLogger(__name__)
 RESULTS_JSON = "evaluate-results.json"
+SERVER_LOG = "bento-server.log"
+_READ_ROWS = 4096  # rows per read from the dataset file when batches are sized automatically
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class EvaluateSettings:
     label_column: str
     slice_columns: list[str]
     id_column: str | None
-    batch_size: int
+    batch_size: int | None  # None: sized by measurement
     concurrency: int
     catalog: str | None
     table: str
@@ -38,11 +43,19 @@ class EvaluateSettings:
     gates: list
     run_id: str | None
     commit_sha: str | None
+    class_names: object = None  # labels.ClassNames | None
+    prediction_path: tuple[str, ...] | None = None
+    input_format: tuple[str, str | None] | None = None
+    bento_timeout: float = 60.0
+    deadline: float | None = None  # seconds for the whole evaluation
 
     @classmethod
     def build(cls, common: CommonSettings, params: Mapping[str, object],
               env: Mapping[str, str]) -> EvaluateSettings:
         from mlobs.evaluate.compare import parse_gates
+        from mlobs.evaluate.contract import parse_path
+        from mlobs.evaluate.labels import ClassNames
+        from mlobs.evaluate.schema import parse_input_format
 
         if not common.model_version:
             raise ConfigError("evaluate needs model-version: it names the run in the Iceberg table")
@@ -62,7 +75,7 @@ class EvaluateSettings:
             label_column=_text(params.get("label_column")) or "label",
             slice_columns=_columns(params.get("slice_columns")),
             id_column=_text(params.get("id_column")),
-            batch_size=int(params.get("batch_size") or 64),
+            batch_size=_batch_size(params.get("batch_size")),
             concurrency=int(params.get("concurrency") or 4),
             catalog=_text(params.get("catalog")),
             table=_text(params.get("table")) or "mlobs.predictions",
@@ -71,6 +84,11 @@ class EvaluateSettings:
             gates=parse_gates(_text(params.get("max_regression"))),
             run_id=_text(params.get("run_id")),
             commit_sha=env.get("GITHUB_SHA") or None,
+            class_names=ClassNames.parse(_text(params.get("class_names")), common.working_directory),
+            prediction_path=parse_path(_text(params.get("prediction_path"))),
+            input_format=parse_input_format(_text(params.get("input_format"))),
+            bento_timeout=_seconds(params.get("bento_timeout"), "bento-timeout") or 60.0,
+            deadline=_seconds(params.get("deadline"), "deadline"),
         )
 
 
@@ -89,12 +107,18 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
 
     env = os.environ if env is None else env
     settings = EvaluateSettings.build(common, params, env)
+    deadline = time.monotonic() + settings.deadline if settings.deadline else None
     version = common.model_version
     assert version is not None
     # Validate everything cheap before starting a model server.
     dataset = open_dataset(settings.dataset, input_columns=settings.input_columns,
                            label_column=settings.label_column, slice_columns=settings.slice_columns,
-                           id_column=settings.id_column, batch_size=settings.batch_size)
+                           id_column=settings.id_column,
+                           batch_size=settings.batch_size or _READ_ROWS)
+    check = dataset.check(settings.class_names)  # duplicate ids, labels: before anything is sent
+    if check.unlabeled:
+        log.warning("%s without a label %s not scored", _rows(check.unlabeled),
+                    "was" if check.unlabeled == 1 else "were")
     dataset_hash = dataset.sha256()
     catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake")
     engine = open_engine(settings.engine, catalog, settings.spark_master)
@@ -105,8 +129,10 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
             log.info("run %s is already committed as snapshot %s: nothing to write", run_id, info.snapshot_id)
         else:
             info, written = _evaluate(settings, common, dataset, engine, run_id=run_id,
-                                      version=version, dataset_hash=dataset_hash)
+                                      version=version, dataset_hash=dataset_hash, check=check,
+                                      deadline=deadline)
         result = _judge(engine, info, settings, common, written)
+        result = dataclasses.replace(result, unlabeled=check.unlabeled)
     finally:
         engine.close()
     path = render.write_json(result, common.output_dir / RESULTS_JSON)
@@ -117,26 +143,45 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     return report
 
 
-def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash):
+def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash, check,
+              deadline=None):
     from contextlib import nullcontext
 
+    from mlobs.errors import MlobsError
     from mlobs.evaluate.bento import BentoServer
-    from mlobs.evaluate.client import predict
     from mlobs.evaluate.progress import Progress
+    from mlobs.evaluate.runner import BentoCall, predictions
 
+    call = BentoCall(api=settings.bento_api, input_format=settings.input_format,
+                     class_names=settings.class_names, prediction_path=settings.prediction_path,
+                     batch_size=settings.batch_size, concurrency=settings.concurrency,
+                     timeout=settings.bento_timeout)
     target = settings.bento
     if target and (common.working_directory / target).exists():
         target = str(common.working_directory / target)  # a Bento folder or file, relative to the workspace
-    server = BentoServer(target, cwd=common.working_directory) if target else nullcontext()
-    with server as served, Progress(total=dataset.rows, label=version) as progress:
-        url = settings.bento_url or served.url
-        batches = predict(url, dataset.iter_batches(), api=settings.bento_api,
-                          input_columns=dataset.input_columns, label_column=settings.label_column,
-                          slice_columns=settings.slice_columns, concurrency=settings.concurrency,
-                          timeout=60.0, deadline_per_batch=300.0, progress=progress)
-        return engine.write_run(batches, run_id=run_id, model_version=version,
-                                commit_sha=settings.commit_sha, dataset_hash=dataset_hash,
-                                evaluated_at=datetime.now(UTC), action_version=__version__)
+    server = None
+    if target:
+        common.output_dir.mkdir(parents=True, exist_ok=True)
+        ready = 120.0 if deadline is None else max(1.0, min(120.0, deadline - time.monotonic()))
+        server = BentoServer(target, cwd=common.working_directory, ready_timeout=ready,
+                             log_path=common.output_dir / SERVER_LOG, keep_log=False)
+    with server or nullcontext() as served:
+        try:
+            url = settings.bento_url or served.url
+            with Progress(total=check.labeled, label=version) as progress:
+                batches = predictions(url, dataset, check, call, progress=progress,
+                                      deadline=deadline, alive=served.alive if served else None)
+                written = engine.write_run(batches, run_id=run_id, model_version=version,
+                                           commit_sha=settings.commit_sha, dataset_hash=dataset_hash,
+                                           evaluated_at=datetime.now(UTC), action_version=__version__)
+            if served is not None and progress.errors:
+                served.keep()  # samples failed on the server: its log says why
+                log.warning("%d sample(s) failed; %s", progress.errors, served.failure_hint())
+            return written
+        except MlobsError as exc:
+            if served is not None:  # the server's own words, and where its whole log is
+                exc.hint = "; ".join(h for h in (exc.hint, served.failure_hint()) if h)
+            raise
 
 
 def _judge(engine, info, settings, common, written):
@@ -192,6 +237,38 @@ def find_baseline(engine, ref: str, current_run_id: str):
     except ConfigError:
         return None
     return info if info.run_id != current_run_id else None
+
+
+def _batch_size(value: object) -> int | None:
+    text = str(value or "auto").strip().lower()
+    if text == "auto":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        raise ConfigError(f"batch-size must be auto or a whole number, got {value!r}") from None
+    if size < 1:
+        raise ConfigError(f"batch-size must be at least 1, got {size}")
+    return size
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+
+
+def _seconds(value: object, name: str) -> float | None:
+    """``90``, ``90s``, ``15m``, ``2h`` → seconds; empty → None."""
+    text = _text(value)
+    if text is None:
+        return None
+    found = _DURATION.match(text.lower())
+    if not found or float(found.group(1)) <= 0:
+        raise ConfigError(f"{name} must be a positive duration like 90, 90s, 15m or 2h, got {text!r}")
+    factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[found.group(2)]
+    return float(found.group(1)) * factor
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
 
 
 def _columns(value: object) -> list[str]:

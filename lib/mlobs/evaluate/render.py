@@ -34,6 +34,7 @@ class EvaluationResult:
     baseline_snapshot_id: int | None = None
     baseline_metrics: RunMetrics | None = None
     gates: list[compare.GateResult] = field(default_factory=list)
+    unlabeled: int = 0  # dataset rows without a usable label: not sent, not scored
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -72,6 +73,9 @@ def render(result: EvaluationResult, key: str = "") -> Report:
             f"{md.code(result.dataset)}: {m.n} samples, {m.errors} errors. {md.text(result.reason)}")
     if not result.written:
         head += " (This run id was already committed: nothing new was written.)"
+    if result.unlabeled:
+        head += (f" {result.unlabeled:,} row{'s' if result.unlabeled != 1 else ''} without a label "
+                 f"{'were' if result.unlabeled != 1 else 'was'} not scored.")
 
     cols = ["Metric", md.text(result.model_version)]
     if base is not None:
