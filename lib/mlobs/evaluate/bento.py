@@ -320,10 +320,8 @@ def _missing_module(tail: list[str]) -> str | None:
 
 
 def _meaningful(tail: list[str], lines: int) -> list[str]:
-    """The last exception lines of the log (else its last lines), clipped, oldest first."""
+    """The log's last exception lines, clipped, oldest first (access-log lines say nothing)."""
     picked = [_clip(line.strip()) for line in tail if _EXCEPTION.match(line.strip())]
-    if not picked:
-        picked = [_clip(line.strip()) for line in tail]
     return picked[-lines:]
 
 

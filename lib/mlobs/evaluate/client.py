@@ -9,8 +9,9 @@ module moves the rows:
   stop the run (:class:`ProbeFailed`, exit 2) quoting the API's own words — before the dataset
   is streamed.
 - **Batches sized by measurement** (``batch_size=None``): starting small, the batch size doubles
-  while the server's throughput (rows per second of service, measured between completions) keeps
-  growing by 10 % or more, and halves on 413 or a timeout. A fixed ``batch_size`` disables it.
+  while the server's throughput (rows per second of service, measured between completions) does
+  not fall clearly below the best seen, up to a ceiling (65,536 rows or a 16 MiB body), settles on
+  the best size when it does, and halves on 413 or a timeout. A fixed ``batch_size`` disables it.
 - **Bounded concurrency, bounded memory.** ``concurrency`` worker threads each take the next rows
   when they are free (so the size is always the current one), and run at most
   ``2 × concurrency`` batches ahead of the consumer. Output is one RecordBatch per request, in
@@ -92,26 +93,34 @@ class ProbeFailed(ConfigError):
 
 @dataclass
 class BatchSizer:
-    """Grow the batch while throughput grows; shrink on 413 and timeouts. Thread-safe.
+    """Grow the batch while throughput holds up; shrink on 413 and timeouts. Thread-safe.
 
     Throughput is measured as rows per second of *service*: each completion counts the time
     since the previous completion (or since it was sent, if later), which is what the server
-    spent on it when requests queue there, whatever the concurrency.
+    spent on it when requests queue there, whatever the concurrency. Each size is measured over
+    ``samples_per_level`` requests. Growth doubles the size while a level is not clearly worse
+    than the best so far (one figure on a shared machine is noisy; past the optimum a bigger
+    batch costs latency, not throughput) and its requests answer within ``latency_cap`` seconds;
+    then the size settles on the best level. A settled size re-tries the next one up every
+    ``reprobe_every`` requests and moves there when it is at least 10 % faster.
     """
 
     fixed: int | None = None
     start: int = 64
     ceiling: int = 1 << 16
     max_body_bytes: int = 16 << 20
+    latency_cap: float = 2.0
     samples_per_level: int = 3
-    gain: float = 1.10
+    tolerance: float = 0.85  # a level this far below the best so far ends the growth
+    reprobe_every: int = 24
     size: int = field(init=False)
-    growing: bool = field(init=False)
+    phase: str = field(init=False)  # growing | settled | probing | fixed
     _best_rate: float = field(default=0.0, init=False)
     _best_size: int = field(init=False)
     _rows: int = field(default=0, init=False)
     _busy: float = field(default=0.0, init=False)
     _count: int = field(default=0, init=False)
+    _slowest: float = field(default=0.0, init=False)
     _last_done: float = field(default=0.0, init=False)
     _bytes_per_row: float = field(default=0.0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -119,37 +128,61 @@ class BatchSizer:
     def __post_init__(self) -> None:
         self.size = self.fixed or self.start
         self._best_size = self.size
-        self.growing = self.fixed is None
+        self.phase = "fixed" if self.fixed else "growing"
 
     def completed(self, rows: int, sent_at: float, done_at: float, body_bytes: int) -> None:
         with self._lock:
             busy = done_at - max(sent_at, self._last_done)
             self._last_done = max(self._last_done, done_at)
             if rows:
-                per_row = body_bytes / rows
-                self._bytes_per_row = max(self._bytes_per_row, per_row)
-            if not self.growing or rows != self.size or busy <= 0:
+                self._bytes_per_row = max(self._bytes_per_row, body_bytes / rows)
+            if self.phase == "fixed" or rows != self.size or busy <= 0:
                 return
             self._rows += rows
             self._busy += busy
             self._count += 1
-            if self._count < self.samples_per_level:
+            self._slowest = max(self._slowest, done_at - sent_at)
+            needed = self.reprobe_every if self.phase == "settled" else self.samples_per_level
+            if self._count < needed:
                 return
-            rate = self._rows / self._busy
-            self._rows, self._busy, self._count = 0, 0.0, 0
-            if rate >= self._best_rate * self.gain:
+            rate, slowest = self._rows / self._busy, self._slowest
+            self._rows, self._busy, self._count, self._slowest = 0, 0.0, 0, 0.0
+            log.debug("batch size %d: %.0f rows/s, slowest answer %.2f s", self.size, rate, slowest)
+            if self.phase == "settled":
+                self._best_rate = rate  # the settled size's current figure
+                if slowest <= self.latency_cap / 2 and self._can_double():
+                    self.phase, self.size = "probing", self.size * 2
+                return
+            if self.phase == "probing":
+                if rate >= self._best_rate * 1.10:
+                    self._best_rate, self._best_size = rate, self.size
+                    self.phase = "growing"
+                    self._grow(slowest)
+                else:
+                    self.phase, self.size = "settled", self._best_size
+                return
+            if rate >= self._best_rate:
                 self._best_rate, self._best_size = rate, self.size
-                limit = self.ceiling
-                if self._bytes_per_row:
-                    limit = min(limit, max(1, int(self.max_body_bytes / self._bytes_per_row)))
-                if self.size * 2 <= limit:
-                    self.size *= 2
-                    return
+            if rate >= self._best_rate * self.tolerance:
+                self._grow(slowest)
             else:
-                self.size = self._best_size
-            self.growing = False
-            log.info("batch size settled at %d (%.0f rows/s measured)", self.size,
-                     max(rate, self._best_rate))
+                self._settle()
+
+    def _grow(self, slowest: float) -> None:
+        if slowest <= self.latency_cap and self._can_double():
+            self.size *= 2
+        else:
+            self._settle()
+
+    def _settle(self) -> None:
+        self.size, self.phase = self._best_size, "settled"
+        log.info("batch size settled at %d (%.0f rows/s measured)", self.size, self._best_rate)
+
+    def _can_double(self) -> bool:
+        limit = self.ceiling
+        if self._bytes_per_row:
+            limit = min(limit, max(1, int(self.max_body_bytes / self._bytes_per_row)))
+        return self.size * 2 <= limit
 
     def too_big(self, rows: int) -> None:
         """A 413 or a timeout at ``rows``: halve below it, and stop growing."""
@@ -158,8 +191,11 @@ class BatchSizer:
             if new < self.size:
                 log.info("batch size %d → %d after a timeout or 413", self.size, new)
             self.size = new
+            self._best_size = min(self._best_size, new)
             self.ceiling = min(self.ceiling, max(1, rows - 1))
-            self.growing = False
+            if self.phase != "fixed":
+                self.phase = "settled"
+            self._rows, self._busy, self._count, self._slowest = 0, 0.0, 0, 0.0
 
 
 # --- public entry points -----------------------------------------------------------------------

@@ -155,7 +155,7 @@ class OutputReader:
             elif distribution is None:
                 distribution = (key, values)
         parts = [label_key] if label_key else []
-        parts += [k for k, _ in (confidence, distribution) if k]
+        parts += [pair[0] for pair in (confidence, distribution) if pair is not None]
         shape = f"a dict of parallel lists ({', '.join(parts)})"
         if distribution is not None:
             dist = self._read_list(distribution[1])  # argmax, distribution, its confidence
