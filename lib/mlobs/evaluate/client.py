@@ -288,12 +288,30 @@ def _probe(transport: _Transport, probe: pa.RecordBatch, labels: frozenset[str] 
     rows = probe.num_rows
     what = f"the probe ({rows} sample{'s' if rows != 1 else ''} sent before the dataset)"
     try:
-        columns = transport.send_whole(probe)
+        try:
+            columns = transport.send_whole(probe)
+        except _Failed as exc:
+            if isinstance(exc, _TooBig) or rows == 1:
+                raise
+            # One bad sample (a NaN the model refuses) is not a mismatch: ask row by row, and
+            # stop only when every row fails the same way.
+            parts, reasons = [], []
+            for i in range(rows):
+                try:
+                    parts.append(transport.send_whole(probe.slice(i, 1)))
+                except _Failed as one:
+                    parts.append(_error_columns(1, one.reason))
+                    reasons.append(one.reason)
+            if len(reasons) == rows:
+                raise _Failed(reasons[0]) from None
+            columns = _concat(parts)
+    except _TimedOut as exc:
+        raise BentoStopped(f"{what} got {exc.reason}: the Bento seems hung") from None
+    except _TooBig as exc:
+        raise ProbeFailed(f"the Bento refused {what}: {exc.reason}") from None
     except _Failed as exc:
         raise ProbeFailed(f"the Bento refused {what}: {exc.reason}",
                           hint=transport.packing_hint()) from None
-    except _TooBig as exc:
-        raise ProbeFailed(f"the Bento refused {what}: {exc.reason}") from None
     except _Fatal as exc:
         raise BentoStopped(f"{what} failed: {exc.reason}") from None
     except Unreadable as exc:
@@ -558,6 +576,10 @@ class _TooBig(_Failed):
     """413, or no answer within the timeout: smaller batches may pass."""
 
 
+class _TimedOut(_TooBig):
+    """No answer within ``timeout``."""
+
+
 class _Fatal(Exception):
     """The Bento is down, hung or stays overloaded: the run cannot go on."""
 
@@ -627,14 +649,17 @@ class _Transport:
             return columns
         except _EncodeError as exc:
             return _error_columns(n, exc.reason)
+        except _TimedOut as exc:
+            sizer.too_big(n)
+            if timed_out or n == 1:
+                again = ", again for a smaller batch" if timed_out else ""
+                raise _Fatal(f"{exc.reason}{again}: the Bento seems hung") from None
+            return self._halves(batch, sizer, timed_out=True)
         except _TooBig as exc:
             sizer.too_big(n)
-            if "timeout" in exc.reason or "no answer" in exc.reason:
-                if timed_out or n == 1:
-                    raise _Fatal(f"{exc.reason}, twice in a row: the Bento seems hung") from None
-            elif n == 1:
+            if n == 1:
                 return _error_columns(1, exc.reason)
-            return self._halves(batch, sizer, timed_out="no answer" in exc.reason)
+            return self._halves(batch, sizer, timed_out=False)
         except _Failed as exc:
             if n > 1 and self._may_split():
                 return self._halves(batch, sizer, timed_out=False)
@@ -729,7 +754,7 @@ class _Transport:
         except urllib3.exceptions.ReadTimeoutError:
             if not check_status:
                 raise _Retryable(f"no answer within {timeout:.3g} s") from None
-            raise _TooBig(f"no answer within {timeout:.3g} s (bento-timeout)") from None
+            raise _TimedOut(f"no answer within {timeout:.3g} s (bento-timeout)") from None
         except urllib3.exceptions.HTTPError as exc:
             raise _Retryable(_describe_error(exc, timeout)) from None
         if 200 <= response.status < 300 or not check_status:

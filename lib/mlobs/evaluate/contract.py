@@ -4,8 +4,9 @@ Recognised answers (``n`` = samples sent; every list is in input order):
 
 - a list of n labels: ``["setosa", "virginica"]`` or class indices ``[0, 2]``;
 - a list of n objects with a label under ``label``/``prediction``/``class`` (also
-  ``predicted_label``, ``predicted_class``, ``class_name``, ``pred``), optionally a confidence
-  under ``score``/``confidence``/``probability``/``prob`` and/or a full distribution under
+  ``predicted_label``, ``predicted_class``, ``class_name``, ``pred``, ``category``, ``name``),
+  optionally a confidence under ``score``/``confidence``/``probability``/``prob``/``p`` and/or
+  a full distribution under
   ``scores``/``probabilities``/``probs``/``distribution``/``proba`` — a ``{class: p}`` object or a
   list of p per class index; an object with a distribution and no label is its argmax;
 - a dict of parallel lists: ``{"predictions": [...], "confidences": [...]}`` (the legacy design),
@@ -43,8 +44,8 @@ from mlobs.evaluate.labels import ClassNames, canonical, canonical_value, index_
 __all__ = ["Columns", "OutputReader", "Unreadable", "parse_path"]
 
 LABEL_KEYS = ("label", "prediction", "class", "predicted_label", "predicted_class", "class_name",
-              "pred")
-SCORE_KEYS = ("score", "confidence", "probability", "prob")
+              "pred", "category", "name")
+SCORE_KEYS = ("score", "confidence", "probability", "prob", "p")
 DIST_KEYS = ("scores", "probabilities", "probs", "distribution", "proba")
 LIST_LABEL_KEYS = ("predictions", "labels", "classes", "y_pred", *LABEL_KEYS)
 LIST_SCORE_KEYS = ("confidences", "scores", "probabilities", "probs", "confidence", "score",
