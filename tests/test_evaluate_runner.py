@@ -7,15 +7,11 @@ comes last (pytest runs a module's tests in file order).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,6 +29,7 @@ from mlobs.evaluate.client import (
 from mlobs.evaluate.dataset import open_dataset
 from mlobs.evaluate.progress import Progress, format_line
 from mlobs.lake.schema import sample_arrow_schema
+from servers.bento import Double
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -103,61 +100,7 @@ def wait_gone(needle: str, seconds: float = 10.0) -> list[int]:
     return left
 
 
-# --- a loopback double for failure modes -------------------------------------------------------
-
-
-class Double:
-    """A tiny Bento stand-in: ``respond(texts, call_no) -> (status, json body)`` per POST (a
-    ``(seconds, status, body)`` triple answers after sleeping that long)."""
-
-    def __init__(self, respond: Callable[[list[str], int], tuple[int, object]]) -> None:
-        self.respond = respond
-        self.calls: list[list[str]] = []
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def _send(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send(200 if self.path == "/readyz" else 404, {})
-
-            def do_POST(self):
-                texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
-                with outer._lock:
-                    outer.calls.append(texts)
-                    call_no = len(outer.calls)
-                answer = outer.respond(texts, call_no)
-                if len(answer) == 3:
-                    time.sleep(answer[0])
-                    answer = answer[1:]
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._send(*answer)  # unless the client gave up waiting
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Double:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-
-    def shutdown(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+# --- failure modes against the loopback double (tests/servers/bento.py) -------------------
 
 
 def ok(texts: list[str]) -> list[dict]:
