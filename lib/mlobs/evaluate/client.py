@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import urllib3
@@ -168,6 +169,18 @@ class BatchSizer:
             else:
                 self._settle()
 
+    def start_from(self, rows: int, seconds: float) -> None:
+        """Pick the first measured size from the probe: the power of two whose answer should
+        take about a quarter of ``latency_cap`` at the probe's time per row (8 to 1,024)."""
+        with self._lock:
+            if self.phase != "growing" or rows <= 0 or seconds <= 0:
+                return
+            fit = self.latency_cap / 4 / (seconds / rows)
+            size = 8
+            while size * 2 <= min(fit, 1024):
+                size *= 2
+            self.size = self._best_size = size
+
     def _grow(self, slowest: float) -> None:
         if slowest <= self.latency_cap and self._can_double():
             self.size *= 2
@@ -270,7 +283,9 @@ def predict(
     if taken is None:
         return iter(())
     probe, start = taken
+    began = time.monotonic()
     columns = _probe(transport, probe, labels, label_column)
+    sizer.start_from(probe.num_rows, time.monotonic() - began)
     if on_shape is not None:
         on_shape(columns.shape)
     first = _to_rows(probe, start, columns, label_column=label_column, slice_columns=slice_columns)
@@ -703,10 +718,13 @@ class _Transport:
 
     def _read(self, data: bytes, n: int) -> Columns:
         try:
-            answer = json.loads(data)
+            answer = orjson.loads(data)
         except ValueError:
-            raise Unreadable("the Bento answered something that is not JSON: "
-                             f"{_short(data.decode(errors='replace'))}") from None
+            try:  # Python's json writes NaN and Infinity, which orjson refuses
+                answer = json.loads(data)
+            except ValueError:
+                raise Unreadable("the Bento answered something that is not JSON: "
+                                 f"{_short(data.decode(errors='replace'))}") from None
         return self.reader.read(answer, n, single=self.packing.single)
 
     def _post(self, body: bytes) -> bytes:
@@ -865,10 +883,11 @@ def _slices(batch: pa.RecordBatch, columns: list[str]) -> pa.Array:
     import numpy as np
 
     n, k = batch.num_rows, len(columns)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
     if not k:
         empty = pa.array([], pa.string())
-        return pa.MapArray.from_arrays(offsets, empty, empty, type=_SLICES)
+        return pa.MapArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), empty, empty,
+                                       type=_SLICES)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
     keys = pa.array(columns * n, pa.string())
     if k == 1:
         return pa.MapArray.from_arrays(offsets, keys, _text(batch.column(columns[0])), type=_SLICES)
