@@ -221,6 +221,8 @@ CASES = [
     ("legacy+PandasDataFrame+parallel-lists", "legacy", "predict", "wine", "idx", ".parquet", {}, True),
     ("legacy+NumpyNdarray+predict_proba", "legacy", "proba", "wine", "names", ".csv",
      {"class_names": "class_0,class_1,class_2"}, True),
+    ("legacy+free-form-JSON+input-format", "legacy", "instances", "wine", "idx", ".jsonl",
+     {"input_format": "array"}, True),
 ]
 
 

@@ -97,3 +97,12 @@ def test_bad_values_are_one_line_and_exit_2(tmp_path, arg, message):
     proc = evaluate(tmp_path, "--bento-url=http://127.0.0.1:9", f"--dataset={dataset(tmp_path)}", arg)
     assert proc.returncode == 2
     assert error_lines(proc) == [f"mlobs: error: {message.format(ws=tmp_path)}"]
+
+
+def test_a_bento_without_an_openapi_document_gets_one_list_per_column(tmp_path):
+    with Double(lambda texts, n: (200, ok(texts)), docs=None) as bento:
+        proc = evaluate(tmp_path, f"--bento-url={bento.url}", f"--dataset={dataset(tmp_path)}")
+    assert proc.returncode == 0, proc.stderr
+    assert "serves no OpenAPI document (/docs.json): sending one list parameter per input column" \
+        in proc.stderr
+    assert sum(len(c) for c in bento.calls) == 30

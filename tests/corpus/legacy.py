@@ -39,3 +39,10 @@ async def predict(frame):
 @svc.api(input=NumpyNdarray(), output=NumpyNdarray())
 async def proba(x):
     return await wine.predict_proba.async_run(x)
+
+
+@svc.api(input=JSON(), output=JSON())
+async def instances(payload):
+    """Free-form JSON that is in fact a 2-D array: the schema cannot say so (input-format)."""
+    proba = await wine.predict_proba.async_run(np.asarray(payload, dtype=np.float64))
+    return {"predictions": proba.argmax(axis=1).tolist(), "probabilities": proba.tolist()}

@@ -320,6 +320,8 @@ def _probe(transport: _Transport, probe: pa.RecordBatch, labels: frozenset[str] 
             if len(reasons) == rows:
                 raise _Failed(reasons[0]) from None
             columns = _concat(parts)
+    except _Deadline:
+        raise transport.deadline_error(0) from None
     except _TimedOut as exc:
         raise BentoStopped(f"{what} got {exc.reason}: the Bento seems hung") from None
     except _TooBig as exc:
@@ -548,6 +550,8 @@ class _Pipeline:
             try:
                 columns = self.transport.send(batch, self.sizer)
                 done = _Done(batch, offset, columns=columns)
+            except _Deadline:
+                done = _Done(batch, offset, failure=self.transport.deadline_error(self._done_rows()))
             except _Fatal as exc:
                 done = _Done(batch, offset, failure=BentoStopped(
                     f"the Bento stopped answering after about {self.consumed_rows():,} samples: "
@@ -603,6 +607,10 @@ class _Fatal(Exception):
         self.reason = reason
 
 
+class _Deadline(_Fatal):
+    """The overall deadline passed while a request was waiting."""
+
+
 @dataclass
 class _Transport:
     base_url: str
@@ -645,11 +653,14 @@ class _Transport:
 
     def check_deadline(self, done_rows: int) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stopping.set()
-            raise DeadlineExceeded(f"the evaluation passed its deadline after {done_rows:,} "
-                                   "samples; nothing was committed",
-                                   hint="raise the deadline input, or make the Bento faster "
-                                        "(more workers, a smaller dataset)")
+            raise self.deadline_error(done_rows)
+
+    def deadline_error(self, done_rows: int) -> DeadlineExceeded:
+        self.stopping.set()
+        return DeadlineExceeded(f"the evaluation passed its deadline after {done_rows:,} samples; "
+                                "nothing was committed",
+                                hint="raise the deadline input, or make the Bento faster "
+                                     "(more workers, a smaller dataset)")
 
     def send(self, batch: pa.RecordBatch, sizer: BatchSizer, *, timed_out: bool = False) -> Columns:
         """One batch → its columns; splits on 413/timeouts and to isolate failing samples.
@@ -734,10 +745,18 @@ class _Transport:
             for attempt in retrying:
                 with attempt:
                     self._check_alive()
-                    per_try = self.timeout
+                    per_try, cut = self.timeout, False
                     if self.deadline is not None:
-                        per_try = min(per_try, max(0.001, self.deadline - time.monotonic()))
-                    return self._attempt("POST", self.endpoint, body, per_try)
+                        left = self.deadline - time.monotonic()
+                        if left <= 0:
+                            raise _Deadline("the deadline passed")
+                        per_try, cut = min(per_try, left), left < per_try
+                    try:
+                        return self._attempt("POST", self.endpoint, body, per_try)
+                    except _TimedOut:
+                        if cut:  # the deadline, not bento-timeout, ran out
+                            raise _Deadline("the deadline passed") from None
+                        raise
         except _Retryable as exc:
             if self.stopping.is_set():
                 raise _Fatal("stopped") from None

@@ -179,7 +179,7 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
                 log.warning("%d sample(s) failed; %s", progress.errors, served.failure_hint())
             return written
         except MlobsError as exc:
-            if served is not None:  # the server's own words, and where its whole log is
+            if served is not None and _server_side(exc):  # its own words, and where its log is
                 exc.hint = "; ".join(h for h in (exc.hint, served.failure_hint()) if h)
             raise
 
@@ -237,6 +237,16 @@ def find_baseline(engine, ref: str, current_run_id: str):
     except ConfigError:
         return None
     return info if info.run_id != current_run_id else None
+
+
+def _server_side(exc: Exception) -> bool:
+    """Whether the served Bento's log can say more about ``exc`` (not a bad input of ours)."""
+    from mlobs.errors import SourceUnavailable
+    from mlobs.evaluate.client import DeadlineExceeded, ProbeFailed
+
+    if isinstance(exc, SourceUnavailable | DeadlineExceeded):
+        return True
+    return isinstance(exc, ProbeFailed) and "HTTP 5" in exc.message
 
 
 def _batch_size(value: object) -> int | None:
