@@ -106,3 +106,15 @@ def test_a_bento_without_an_openapi_document_gets_one_list_per_column(tmp_path):
     assert "serves no OpenAPI document (/docs.json): sending one list parameter per input column" \
         in proc.stderr
     assert sum(len(c) for c in bento.calls) == 30
+
+
+def test_one_column_goes_to_the_one_parameter_whatever_its_name(tmp_path):
+    # The double's API takes `text`; the dataset calls it `review` (on main: HTTP 400 per row).
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,review,label\n" + "".join(f"r{i},great {i},positive\n" for i in range(12)))
+    with Double(lambda texts, n: (200, ok(texts))) as bento:
+        proc = evaluate(tmp_path, f"--bento-url={bento.url}", f"--dataset={path}",
+                        "--input-columns=review")
+    assert proc.returncode == 0, proc.stderr
+    assert "with one list parameter per input column ('review' as 'text') (from OpenAPI)" in proc.stderr
+    assert sum(len(c) for c in bento.calls) == 12

@@ -97,7 +97,9 @@ class Packing:
                 else f"a DataFrame (orient {self.orient}) as the body",
                 "array": f"a 2-D array of feature vectors in parameter{where}" if where
                 else "a 2-D array of feature vectors as the body"}[self.format]
-        return f"{what} (from {self.source})"
+        renamed = ", ".join(f"{c!r} as {p!r}" for c, p in list(self.names.items())[:3])
+        more = ", …" if len(self.names) > 3 else ""
+        return f"{what}{f' ({renamed}{more})' if renamed else ''} (from {self.source})"
 
     def encode(self, batch: pa.RecordBatch, columns: list[str]) -> bytes:
         """The request body for ``batch`` (one row when :attr:`single`). NaN and ±inf go as null:
@@ -294,6 +296,9 @@ def choose_packing(api: Api, dataset_schema: pa.Schema, input_columns: list[str]
     if not params:
         raise ConfigError(f"the API {api.name!r} takes no parameters: nothing to send the dataset to")
     names = _match(input_columns, [p.name for p in params])
+    if not names and len(input_columns) == 1 and len(params) == 1 \
+            and params[0].kind in ("list", "scalar"):
+        names = {input_columns[0]: params[0].name}  # one column, one parameter: no doubt
     matched = {names[c] for c in input_columns if c in names}
     by_name = {p.name: p for p in params}
     if len(matched) == len(input_columns) and len(input_columns) > 0:
@@ -354,8 +359,12 @@ def _overridden(api: Api, types: dict[str, pa.DataType], columns: list[str], fmt
             elif candidates:
                 raise ConfigError(f"input-format {fmt}: the API {api.name!r} has parameters "
                                   f"{', '.join(candidates)}; name one as {fmt}:PARAMETER")
-    names = _renames(_match(columns, [p.name for p in api.params])) if fmt in ("columns", "row") \
-        and parameter is None else {}
+    names: dict[str, str] = {}
+    if fmt in ("columns", "row"):
+        if parameter is not None and len(columns) == 1:
+            names, parameter = {columns[0]: parameter}, None  # "columns:text": this column is text
+        elif parameter is None:
+            names = _renames(_match(columns, [p.name for p in api.params]))
     orient = next((p.orient for p in api.params if p.kind == "dataframe"), "records")
     return Packing(fmt, parameter=parameter, names=names, orient=orient, source="input-format")
 
