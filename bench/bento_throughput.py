@@ -96,15 +96,17 @@ def minimal_client(url: str, x: np.ndarray, batch: int, concurrency: int) -> flo
     return len(x) / (time.perf_counter() - began)
 
 
-def mlobs_default(url: str, dataset_path: Path, lake: Path) -> tuple[float, int]:
-    """Rows per second from opening the dataset to the committed snapshot, default settings."""
+def mlobs_default(url: str, dataset_path: Path, lake: Path,
+                  batch_size: int | None = None) -> tuple[float, int]:
+    """Rows per second from opening the dataset to the committed snapshot, default settings
+    (or a fixed ``batch_size``)."""
     began = time.perf_counter()
     dataset = open_dataset(dataset_path, input_columns=None, label_column="label", slice_columns=[],
                            batch_size=4096)
     check = dataset.check()
     engine = open_engine("pyiceberg", CatalogConfig.parse(None, "mlobs.predictions", lake))
     try:
-        batches = predictions(url, dataset, check, BentoCall(api="predict"))
+        batches = predictions(url, dataset, check, BentoCall(api="predict", batch_size=batch_size))
         info, written = engine.write_run(batches, run_id=f"bench-{time.time_ns()}", model_version="v1",
                                          commit_sha="0" * 40, dataset_hash="0" * 64,
                                          evaluated_at=datetime.now(UTC), action_version="bench")
@@ -134,6 +136,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1, help="BentoML workers of the service")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-sizes", type=ints, default=[64, 256, 1000, 4000, 16000])
+    ap.add_argument("--fixed", type=ints, default=[64],
+                    help="also run mlobs with these fixed batch sizes (64: the old default)")
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="mlobs-bench-throughput-"))
@@ -146,6 +150,7 @@ def main() -> int:
               f"{load:.2f}; Python {sys.version.split()[0]}; BentoML workers {args.workers}")
         baseline_runs: list[dict[int, float]] = []
         mlobs_runs: list[float] = []
+        fixed_runs: list[dict[int, float]] = []
         cli_runs: list[float] = []
         with BentoServer("bento_service:Bench", cwd=BENCH, env=env, ready_timeout=180,
                          log_path=workdir / "bento.log") as server:
@@ -158,6 +163,9 @@ def main() -> int:
                 baseline_runs.append(sweep)
                 rate, _ = mlobs_default(server.url, dataset_path, workdir / f"lake-{r}")
                 mlobs_runs.append(rate)
+                fixed_runs.append({b: mlobs_default(server.url, dataset_path,
+                                                    workdir / f"lake-{r}-{b}", batch_size=b)[0]
+                                   for b in args.fixed})
                 cli_runs.append(cli_wall(server.url, dataset_path, workdir / f"ws-{r}"))
                 best = max(sweep, key=sweep.__getitem__)
                 print(f"run {r + 1}: minimal client " + ", ".join(
@@ -174,6 +182,9 @@ def main() -> int:
                   f"{statistics.median(s[b] for s in baseline_runs):,.0f} |")
         best_rates = [max(s.values()) for s in baseline_runs]
         base, ours = statistics.median(best_rates), statistics.median(mlobs_runs)
+        for b in args.fixed:
+            print(f"| mlobs evaluate, batch-size {b} (Iceberg commit included) | {b} | 4 | "
+                  f"{statistics.median(f[b] for f in fixed_runs):,.0f} |")
         print(f"| mlobs evaluate, defaults (Iceberg commit included) | auto | 4 | {ours:,.0f} |")
         print(f"\nratio mlobs / best minimal client: {ours / base:.2f}× (paired per run: "
               f"{', '.join(f'{m / b:.2f}' for m, b in zip(mlobs_runs, best_rates, strict=True))}); "
