@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -55,6 +54,7 @@ class EvaluateSettings:
         from mlobs.evaluate.compare import parse_gates
         from mlobs.evaluate.contract import parse_path
         from mlobs.evaluate.labels import ClassNames
+        from mlobs.evaluate.runner import parse_batch_size, parse_duration
         from mlobs.evaluate.schema import parse_input_format
 
         if not common.model_version:
@@ -75,7 +75,7 @@ class EvaluateSettings:
             label_column=_text(params.get("label_column")) or "label",
             slice_columns=_columns(params.get("slice_columns")),
             id_column=_text(params.get("id_column")),
-            batch_size=_batch_size(params.get("batch_size")),
+            batch_size=parse_batch_size(_text(params.get("batch_size"))),
             concurrency=int(params.get("concurrency") or 4),
             catalog=_text(params.get("catalog")),
             table=_text(params.get("table")) or "mlobs.predictions",
@@ -87,8 +87,8 @@ class EvaluateSettings:
             class_names=ClassNames.parse(_text(params.get("class_names")), common.working_directory),
             prediction_path=parse_path(_text(params.get("prediction_path"))),
             input_format=parse_input_format(_text(params.get("input_format"))),
-            bento_timeout=_seconds(params.get("bento_timeout"), "bento-timeout") or 60.0,
-            deadline=_seconds(params.get("deadline"), "deadline"),
+            bento_timeout=parse_duration(_text(params.get("bento_timeout")), "bento-timeout") or 60.0,
+            deadline=parse_duration(_text(params.get("deadline")), "deadline"),
         )
 
 
@@ -150,7 +150,7 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
     from mlobs.errors import MlobsError
     from mlobs.evaluate.bento import BentoServer
     from mlobs.evaluate.progress import Progress
-    from mlobs.evaluate.runner import BentoCall, predictions
+    from mlobs.evaluate.runner import BentoCall, predictions, server_side
 
     call = BentoCall(api=settings.bento_api, input_format=settings.input_format,
                      class_names=settings.class_names, prediction_path=settings.prediction_path,
@@ -179,7 +179,7 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
                 log.warning("%d sample(s) failed; %s", progress.errors, served.failure_hint())
             return written
         except MlobsError as exc:
-            if served is not None and _server_side(exc):  # its own words, and where its log is
+            if served is not None and server_side(exc):  # its own words, and where its log is
                 exc.hint = "; ".join(h for h in (exc.hint, served.failure_hint()) if h)
             raise
 
@@ -237,44 +237,6 @@ def find_baseline(engine, ref: str, current_run_id: str):
     except ConfigError:
         return None
     return info if info.run_id != current_run_id else None
-
-
-def _server_side(exc: Exception) -> bool:
-    """Whether the served Bento's log can say more about ``exc`` (not a bad input of ours)."""
-    from mlobs.errors import SourceUnavailable
-    from mlobs.evaluate.client import DeadlineExceeded, ProbeFailed
-
-    if isinstance(exc, SourceUnavailable | DeadlineExceeded):
-        return True
-    return isinstance(exc, ProbeFailed) and "HTTP 5" in exc.message
-
-
-def _batch_size(value: object) -> int | None:
-    text = str(value or "auto").strip().lower()
-    if text == "auto":
-        return None
-    try:
-        size = int(text)
-    except ValueError:
-        raise ConfigError(f"batch-size must be auto or a whole number, got {value!r}") from None
-    if size < 1:
-        raise ConfigError(f"batch-size must be at least 1, got {size}")
-    return size
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
-
-
-def _seconds(value: object, name: str) -> float | None:
-    """``90``, ``90s``, ``15m``, ``2h`` → seconds; empty → None."""
-    text = _text(value)
-    if text is None:
-        return None
-    found = _DURATION.match(text.lower())
-    if not found or float(found.group(1)) <= 0:
-        raise ConfigError(f"{name} must be a positive duration like 90, 90s, 15m or 2h, got {text!r}")
-    factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[found.group(2)]
-    return float(found.group(1)) * factor
 
 
 def _rows(n: int) -> str:

@@ -9,19 +9,22 @@ by ``bench/bento_throughput.py``, so the benchmark measures exactly what users r
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from mlobs.evaluate.client import fetch_openapi, predict
+from mlobs.errors import ConfigError, SourceUnavailable
+from mlobs.evaluate.client import DeadlineExceeded, ProbeFailed, fetch_openapi, predict
 from mlobs.evaluate.contract import OutputReader
 from mlobs.evaluate.dataset import Dataset, LabelCheck
 from mlobs.evaluate.labels import ClassNames
 from mlobs.evaluate.progress import Progress
 from mlobs.evaluate.schema import Api, Packing, choose_packing, find_api
 
-__all__ = ["BentoCall", "predictions", "resolve_packing"]
+__all__ = ["BentoCall", "parse_batch_size", "parse_duration", "predictions", "resolve_packing",
+           "server_side"]
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +69,39 @@ def predictions(url: str, dataset: Dataset, check: LabelCheck, call: BentoCall, 
         concurrency=call.concurrency, timeout=call.timeout, packing=packing, reader=reader,
         labels=check.labels, batch_size=call.batch_size, deadline=deadline, alive=alive,
         progress=progress, on_shape=lambda shape: log.info("the Bento answers %s", shape))
+
+
+def server_side(exc: Exception) -> bool:
+    """Whether a served Bento's log can say more about ``exc`` (not a bad input of ours)."""
+    if isinstance(exc, SourceUnavailable | DeadlineExceeded):
+        return True
+    return isinstance(exc, ProbeFailed) and "HTTP 5" in exc.message
+
+
+def parse_batch_size(text: str | None) -> int | None:
+    """``batch-size``: ``auto`` (None: sized by measurement) or a whole number."""
+    value = (text or "auto").strip().lower()
+    if value == "auto":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise ConfigError(f"batch-size must be auto or a whole number, got {text!r}") from None
+    if size < 1:
+        raise ConfigError(f"batch-size must be at least 1, got {size}")
+    return size
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+
+
+def parse_duration(text: str | None, name: str) -> float | None:
+    """``90``, ``90s``, ``15m``, ``2h`` → seconds; empty → None."""
+    if text is None or not text.strip():
+        return None
+    found = _DURATION.match(text.strip().lower())
+    if not found or float(found.group(1)) <= 0:
+        raise ConfigError(f"{name} must be a positive duration like 90, 90s, 15m or 2h, got "
+                          f"{text.strip()!r}")
+    factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[found.group(2)]
+    return float(found.group(1)) * factor
