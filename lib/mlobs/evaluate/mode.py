@@ -117,8 +117,7 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
                            batch_size=settings.batch_size or _READ_ROWS)
     check = dataset.check(settings.class_names)  # duplicate ids, labels: before anything is sent
     if check.unlabeled:
-        log.warning("%s without a label %s not scored", _rows(check.unlabeled),
-                    "was" if check.unlabeled == 1 else "were")
+        log.warning("%d row(s) without a label will not be scored", check.unlabeled)
     dataset_hash = dataset.sha256()
     catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake")
     engine = open_engine(settings.engine, catalog, settings.spark_master)
@@ -237,10 +236,6 @@ def find_baseline(engine, ref: str, current_run_id: str):
     except ConfigError:
         return None
     return info if info.run_id != current_run_id else None
-
-
-def _rows(n: int) -> str:
-    return f"{n:,} row" + ("" if n == 1 else "s")
 
 
 def _columns(value: object) -> list[str]:
