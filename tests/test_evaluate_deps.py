@@ -141,3 +141,4 @@ def test_route_2_the_cli_action_on_the_runner_beside_the_users_dependencies(proj
     result = json.loads((tmp_path / "out" / "evaluate-results.json").read_text())
     assert result["metrics"]["overall"]["accuracy"] == pytest.approx(project["accuracy"], abs=1e-12)
     assert "result=pass" in output.read_text()
+    assert not (tmp_path / "out" / "bento-server.log").exists()  # kept only when a run fails

@@ -205,13 +205,21 @@ def test_broken_service_reports_its_log_tail_and_leaves_nothing_behind(tmp_path)
     assert wait_gone("broken_svc:Nope") == []
 
 
-def test_service_that_never_gets_ready_is_stopped_at_the_deadline(tmp_path):
+def test_service_that_never_gets_ready_is_stopped_at_the_deadline(tmp_path, monkeypatch, caplog):
+    from mlobs.evaluate import bento
+
+    monkeypatch.setattr(bento, "_HEARTBEAT_S", 0.3)
+    caplog.set_level("INFO", logger="mlobs.evaluate.bento")
     (tmp_path / "stuck_svc.py").write_text("import time\ntime.sleep(600)\n")
-    with pytest.raises(SourceUnavailable, match="was not ready after 1 s"), BentoServer(
-            "stuck_svc:Svc", cwd=tmp_path, ready_timeout=1, stop_grace=2,
+    with pytest.raises(SourceUnavailable, match="was not ready after 2 s"), BentoServer(
+            "stuck_svc:Svc", cwd=tmp_path, ready_timeout=2, stop_grace=2,
             log_path=tmp_path / "bento.log"):
         pass
     assert wait_gone("stuck_svc:Svc") == []
+    beats = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith("waiting for the Bento to become ready")]
+    assert beats and all(b.startswith("waiting for the Bento to become ready (")
+                         and b.endswith(" of 2 s)") for b in beats)  # no log line to show yet
 
 
 # --- failure modes against the double ----------------------------------------------------------

@@ -198,7 +198,7 @@ class BentoServer:
         while True:
             if time.monotonic() >= next_beat:
                 next_beat += _HEARTBEAT_S
-                last = self.log_tail(1)
+                last = [line for line in self.log_tail(1) if not line.startswith("$ ")]
                 log.info("waiting for the Bento to become ready (%.0f s of %g s)%s",
                          time.monotonic() - started, self.ready_timeout,
                          f"; its log: {_clip(last[0])}" if last else "")
