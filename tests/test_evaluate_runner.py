@@ -374,6 +374,19 @@ def test_batches_grow_while_throughput_grows_and_shrink_on_413(tmp_path):
     assert max(sizes[sizes.index(max(sizes)) + 3:]) <= 1000  # ... and stayed under it after
 
 
+def test_a_bento_that_sheds_big_batches_gets_smaller_ones(tmp_path):
+    # BentoML answers 503 to requests it expects to miss their max latency: big batches split.
+    def respond(texts, call_no):
+        return (503, {"error": "process is overloaded"}) if len(texts) > 100 else (200, ok(texts))
+
+    dataset = small_dataset(tmp_path, [f"great {i}" for i in range(2_000)], batch_size=500)
+    with Double(respond) as double:
+        table = run(double.url, dataset, concurrency=2, batch_size=400)
+    assert table.num_rows == 2_000 and table.column("error").null_count == 2_000
+    sizes = [len(c) for c in double.calls]
+    assert max(sizes[-10:]) <= 100  # split, and the later batches are cut small to begin with
+
+
 def test_batch_sizer_settles_on_the_best_level():
     sizer = BatchSizer(start=64, samples_per_level=1)
     now = 0.0

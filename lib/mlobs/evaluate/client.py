@@ -71,6 +71,7 @@ _REACH_GRACE_S = 10.0  # how long the first contact may keep failing to connect
 _MAX_REASON = 200
 _MAX_LOGGED_FAILURES = 10
 _SPLIT_BUDGET = 256  # extra requests spent isolating samples the model fails on
+_SHED_SPLIT = 3  # "overloaded" answers in a row before a batch is split in halves
 
 
 class BentoUnreachable(SourceUnavailable):
@@ -669,7 +670,7 @@ class _Transport:
         try:
             started = time.monotonic()
             body = self._encode(batch)
-            data = self._post(body)
+            data = self._post(body, splittable=n > 1)
             columns = self._read(data, n)
             sizer.completed(n, started, time.monotonic(), len(body))
             return columns
@@ -738,9 +739,13 @@ class _Transport:
                                  f"{_short(data.decode(errors='replace'))}") from None
         return self.reader.read(answer, n, single=self.packing.single)
 
-    def _post(self, body: bytes) -> bytes:
+    def _post(self, body: bytes, *, splittable: bool = False) -> bytes:
+        """POST with retries. ``splittable``: a batch of several samples that keeps getting
+        "overloaded" answers raises _TooBig after a few, so that halves are tried instead
+        (BentoML sheds requests it expects to miss their max latency)."""
         start = time.monotonic()
         retrying = self._retrying(self.retry_window)
+        shed = 0
         try:
             for attempt in retrying:
                 with attempt:
@@ -756,6 +761,11 @@ class _Transport:
                     except _TimedOut:
                         if cut:  # the deadline, not bento-timeout, ran out
                             raise _Deadline("the deadline passed") from None
+                        raise
+                    except _Retryable as exc:
+                        shed += exc.reason.startswith(("HTTP 503", "HTTP 429"))
+                        if splittable and shed >= _SHED_SPLIT:
+                            raise _TooBig(f"{exc.reason} ({shed} times)") from None
                         raise
         except _Retryable as exc:
             if self.stopping.is_set():
