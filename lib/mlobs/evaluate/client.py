@@ -18,8 +18,10 @@ module moves the rows:
   input order, conforming to :func:`mlobs.lake.schema.sample_arrow_schema`.
 - **Failures.** 429/502/503/504 and connection errors are retried with full-jitter backoff
   (``Retry-After`` honoured) for up to ``retry_window`` seconds; after that the Bento is
-  considered down and the run stops (:class:`BentoStopped`). A request that gets no answer within
-  ``timeout`` is split in two; a second timeout in a row stops the run. A 413 splits the batch.
+  considered down and the run stops (:class:`BentoStopped`); a batch of several samples that is
+  shed three times in a row ("process is overloaded") is split in two instead. A request that gets
+  no answer within ``timeout`` is split in two; a second timeout in a row stops the run. A 413
+  splits the batch. Each split also lowers the batch size for what follows.
   Other 4xx/5xx answers (the model failing on some input) are split to isolate the failing
   samples (within a budget of extra requests), which become error rows — prediction null,
   ``error`` the reason — and are never dropped.
