@@ -5,8 +5,9 @@ The Bento (bench/bento_service.py) serves a cheap scikit-learn model: logistic r
 is N rows of those features (Parquet, integer labels).
 
 - **minimal client** (the baseline): the features in memory, ``.tolist()`` → ``json.dumps`` → one
-  POST per batch → ``json.loads``, ``concurrency = workers`` requests in flight, nothing else;
-  swept over batch sizes, its best is the baseline.
+  POST per batch → ``json.loads`` (or the same with orjson, numpy straight to JSON),
+  ``concurrency = workers`` requests in flight, nothing else; swept over batch sizes and both
+  JSON libraries, its best is the baseline.
 - **mlobs, default settings**: what ``mlobs evaluate`` does between opening the dataset and the
   committed snapshot — the id/label check pass, the OpenAPI read, the probe, measured batch sizes
   (``batch-size: auto``, ``concurrency: 4``), parsing every answer into prediction, confidence and
@@ -42,6 +43,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 import joblib  # noqa: E402
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import urllib3  # noqa: E402
@@ -78,16 +80,22 @@ def prepare(workdir: Path, rows: int) -> tuple[Path, Path, np.ndarray]:
     return model_path, dataset, x
 
 
-def minimal_client(url: str, x: np.ndarray, batch: int, concurrency: int) -> float:
-    """Rows per second of the simplest client that gets every answer."""
+def minimal_client(url: str, x: np.ndarray, batch: int, concurrency: int,
+                   codec: str = "json") -> float:
+    """Rows per second of the simplest client that gets every answer; ``codec`` json (the
+    standard library, as ``requests`` uses it) or orjson (numpy straight to JSON)."""
     http = urllib3.PoolManager(maxsize=concurrency)
 
     def post(start: int) -> int:
-        body = json.dumps({"x": x[start:start + batch].tolist()}).encode()
+        rows = x[start:start + batch]
+        if codec == "orjson":
+            body = orjson.dumps({"x": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+        else:
+            body = json.dumps({"x": rows.tolist()}).encode()
         response = http.request("POST", f"{url}/predict", body=body,
                                 headers={"Content-Type": "application/json"}, timeout=120)
         assert response.status == 200, response.data[:200]
-        return len(json.loads(response.data))
+        return len(orjson.loads(response.data) if codec == "orjson" else json.loads(response.data))
 
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -159,7 +167,8 @@ def main() -> int:
             minimal_client(server.url, x[:2000], 500, args.workers)
             mlobs_default(server.url, workdir / "warm-up.parquet", workdir / "lake-warm-up")
             for r in range(args.repeat):
-                sweep = {b: minimal_client(server.url, x, b, args.workers) for b in args.batch_sizes}
+                sweep = {(codec, b): minimal_client(server.url, x, b, args.workers, codec)
+                         for codec in ("json", "orjson") for b in args.batch_sizes}
                 baseline_runs.append(sweep)
                 rate, _ = mlobs_default(server.url, dataset_path, workdir / f"lake-{r}")
                 mlobs_runs.append(rate)
@@ -169,17 +178,19 @@ def main() -> int:
                 cli_runs.append(cli_wall(server.url, dataset_path, workdir / f"ws-{r}"))
                 best = max(sweep, key=sweep.__getitem__)
                 print(f"run {r + 1}: minimal client " + ", ".join(
-                    f"{b}: {v:,.0f}/s" for b, v in sweep.items()), flush=True)
-                print(f"run {r + 1}: minimal client best {sweep[best]:,.0f}/s (batch {best}); "
+                    f"{c} {b}: {v:,.0f}/s" for (c, b), v in sweep.items()), flush=True)
+                print(f"run {r + 1}: minimal client best {sweep[best]:,.0f}/s ({best[0]}, batch "
+                      f"{best[1]}); "
                       f"mlobs default {rate:,.0f}/s = {rate / sweep[best]:.2f}×; CLI "
                       f"{cli_runs[-1]:.1f} s wall", flush=True)
         print(f"\nmedians of {args.repeat} runs (load average at start {load:.2f}, at end "
               f"{os.getloadavg()[0]:.2f})")
         print("| client | batch | concurrency | rows/s |")
         print("|---|---:|---:|---:|")
-        for b in args.batch_sizes:
-            print(f"| minimal | {b} | {args.workers} | "
-                  f"{statistics.median(s[b] for s in baseline_runs):,.0f} |")
+        for codec in ("json", "orjson"):
+            for b in args.batch_sizes:
+                print(f"| minimal, {codec} | {b} | {args.workers} | "
+                      f"{statistics.median(s[codec, b] for s in baseline_runs):,.0f} |")
         best_rates = [max(s.values()) for s in baseline_runs]
         base, ours = statistics.median(best_rates), statistics.median(mlobs_runs)
         for b in args.fixed:
