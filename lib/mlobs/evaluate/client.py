@@ -8,10 +8,12 @@ module moves the rows:
   answer that is not predictions, or predictions none of which is a label value of the dataset
   stop the run (:class:`ProbeFailed`, exit 2) quoting the API's own words — before the dataset
   is streamed.
-- **Batches sized by measurement** (``batch_size=None``): starting small, the batch size doubles
-  while the server's throughput (rows per second of service, measured between completions) does
-  not fall clearly below the best seen, up to a ceiling (65,536 rows or a 16 MiB body), settles on
-  the best size when it does, and halves on 413 or a timeout. A fixed ``batch_size`` disables it.
+- **Batches sized by measurement** (``batch_size=None``): from a start the probe's answer time
+  suggests, the batch size doubles (quadruples while far from the optimum) as long as the
+  server's throughput (rows per second of service, measured between completions) does not fall
+  clearly below the best seen and answers stay within 2 s, up to a ceiling (65,536 rows or a
+  16 MiB body); it settles on the best size, re-tries the next one up now and then, and halves on
+  413, timeouts and shed requests. A fixed ``batch_size`` disables it.
 - **Bounded concurrency, bounded memory.** ``concurrency`` worker threads each take the next rows
   when they are free (so the size is always the current one), and run at most
   ``2 × concurrency`` batches ahead of the consumer. Output is one RecordBatch per request, in
@@ -110,12 +112,14 @@ class BatchSizer:
     """
 
     fixed: int | None = None
-    start: int = 64
+    start: int = 256
+    overhead_s: float = 0.1
     ceiling: int = 1 << 16
     max_body_bytes: int = 16 << 20
     latency_cap: float = 2.0
-    samples_per_level: int = 3
-    tolerance: float = 0.85  # a level this far below the best so far ends the growth
+    samples_per_level: int = 4  # a multiple of the concurrency: merged batches answer together
+    tolerance: float = 0.75  # a level this far below the best so far ends the growth
+    leap_gain: float = 1.5  # a level this much faster than the best so far: grow ×4
     reprobe_every: int = 24
     size: int = field(init=False)
     phase: str = field(init=False)  # growing | settled | probing | fixed
@@ -165,28 +169,33 @@ class BatchSizer:
                 else:
                     self.phase, self.size = "settled", self._best_size
                 return
+            leap = self._best_rate > 0 and rate >= self._best_rate * self.leap_gain
             if rate >= self._best_rate:
                 self._best_rate, self._best_size = rate, self.size
             if rate >= self._best_rate * self.tolerance:
-                self._grow(slowest)
+                self._grow(slowest, times=4 if leap else 2)
             else:
                 self._settle()
 
     def start_from(self, rows: int, seconds: float) -> None:
-        """Pick the first measured size from the probe: the power of two whose answer should
-        take about a quarter of ``latency_cap`` at the probe's time per row (8 to 1,024)."""
+        """Pick the first measured size from the probe. A probe answered within ``overhead_s``
+        measured the server's per-request overhead, not the model: start at ``start``. A slower
+        one sets the power of two whose answer should take a quarter of ``latency_cap`` at the
+        probe's time per sample (a CNN on a CPU starts at 8)."""
         with self._lock:
-            if self.phase != "growing" or rows <= 0 or seconds <= 0:
+            if self.phase != "growing" or rows <= 0 or seconds <= self.overhead_s:
                 return
             fit = self.latency_cap / 4 / (seconds / rows)
             size = 8
-            while size * 2 <= min(fit, 1024):
+            while size * 2 <= min(fit, self.start):
                 size *= 2
             self.size = self._best_size = size
 
-    def _grow(self, slowest: float) -> None:
+    def _grow(self, slowest: float, times: int = 2) -> None:
         if slowest <= self.latency_cap and self._can_double():
             self.size *= 2
+            if times == 4 and slowest * 2 <= self.latency_cap and self._can_double():
+                self.size *= 2  # still far from the optimum: skip a level
         else:
             self._settle()
 
