@@ -223,8 +223,9 @@ class OutputReader:
         confidence = pa.array(top if probabilities else np.full(n, np.nan), pa.float64(),
                               mask=~finite if probabilities else np.ones(n, bool))
         offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
-        scores = pa.MapArray.from_arrays(offsets, pa.array(keys * n, pa.string()),
-                                         pa.array(matrix.ravel(), pa.float64()), type=_SCORES)
+        repeated = pa.array(keys, pa.string()).take(pa.array(np.tile(np.arange(k), n)))
+        scores = pa.MapArray.from_arrays(offsets, repeated, pa.array(matrix.ravel(), pa.float64()),
+                                         type=_SCORES)
         error = pa.nulls(n, pa.string())
         if not finite.all():
             reason = "the Bento answered non-finite probabilities"

@@ -195,7 +195,7 @@ class Dataset:
                 raise ConfigError(f"dataset {self.path.name}: id column {self.id_column!r} has empty "
                                   f"values near row {offset}; every sample needs an id")
         else:
-            sample_id = pa.array([str(i) for i in range(offset, offset + raw.num_rows)], pa.string())
+            sample_id = pc.cast(pa.array(range(offset, offset + raw.num_rows), pa.int64()), pa.string())
         arrays: dict[str, pa.Array] = {SAMPLE_ID: sample_id}
         for name in self.input_columns:
             arrays[name] = raw.column(name)
