@@ -44,6 +44,7 @@ class EvaluationResult:
     def recorded(self) -> bool:
         """Whether the run is in the table (committed now or by an earlier try)."""
         return self.snapshot_id is not None
+    unlabeled: int = 0  # dataset rows without a usable label: not sent, not scored
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -112,6 +113,9 @@ def render(result: EvaluationResult, key: str = "") -> Report:
             f"{md.code(result.dataset)}: {m.n} samples, {m.errors} errors. {md.text(result.reason)}")
     if not result.written:
         head += " (This run id was already committed: nothing new was written.)"
+    if result.unlabeled:
+        head += (f" {result.unlabeled:,} row{'s' if result.unlabeled != 1 else ''} without a label "
+                 f"{'were' if result.unlabeled != 1 else 'was'} not scored.")
 
     cols = ["Metric", md.text(result.model_version)]
     if base is not None:

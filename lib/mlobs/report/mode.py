@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from mlobs import modes
 from mlobs.config import CommonSettings, resolve
 from mlobs.errors import ConfigError
 from mlobs.result import Report
 
-RESULTS_JSON = "publish-results.json"
+RESULTS_JSON = modes.RESULTS_FILES[modes.PUBLISH_REPORT]
 
 
 def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlobs
+from mlobs import modes
 from mlobs.config import CommonSettings, resolve
 from mlobs.errors import ConfigError
 from mlobs.logschema import DEFAULT_SELECTOR
 from mlobs.result import Report
 
-RESULTS_JSON = "slo-results.json"
+RESULTS_JSON = modes.RESULTS_FILES[modes.SLO_VALIDATE]
 JUNIT_XML = "slo-junit.xml"
 
 # Environment variables a feature file may read as ${NAME}: only these, never the rest of the
