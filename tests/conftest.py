@@ -60,3 +60,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_addoption(parser):
+    # tests/test_golden.py: rewrite the golden files from what the code renders now (review the
+    # diff with `git diff tests/golden`), instead of failing on a difference.
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current rendering instead of comparing")

@@ -303,3 +303,21 @@ def test_nothing_below_the_cli_reads_the_environment():
             if name:
                 readers.add(str(path.relative_to(REPO / "lib" / "mlobs")))
     assert readers - ENVIRON_PENDING == {"cli.py"}
+
+
+def test_cli_action_matches_action_yml_and_githubs_schema():
+    # cli/action.yml runs the same entrypoint on the runner (beside the user's dependencies): the
+    # same inputs and outputs, plus the interpreter to use.
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "cli_action.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, "cli/action.yml is stale: run python scripts/cli_action.py"
+    composite = yaml.safe_load((REPO / "cli" / "action.yml").read_text())
+    assert {k: v for k, v in composite["inputs"].items() if k != "python"} == ACTION["inputs"]
+    assert set(composite["outputs"]) == set(ACTION["outputs"])
+    assert composite["runs"]["using"] == "composite"
+    run_env = composite["runs"]["steps"][-1]["env"]
+    for name in ACTION["inputs"]:  # every input reaches entrypoint.py as the runner would pass it
+        assert run_env[f"INPUT_{name.upper()}"] == f"${{{{ inputs.{name} }}}}"
+    proc = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions",
+                           str(REPO / "cli" / "action.yml")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

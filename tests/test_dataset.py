@@ -142,10 +142,10 @@ def test_labels_ids_and_slices_become_text(tmp_path):
     (tmp_path / "ids.csv").write_text("id,x,label\n007,1,1\n008,2,0\n")
     _, out = read_all(tmp_path / "ids.csv", input_columns=["x"], id_column="id", slice_columns=[])
     assert [(r["sample_id"], r["label"], r["x"]) for r in out] == [("007", "1", 1), ("008", "0", 2)]
-    # Float labels written by pandas (1.0) match integer class names.
+    # Float labels written by pandas (1.0) match integer class names; a missing one is no label.
     pq.write_table(pa.table({"x": [1, 2], "label": [1.0, None]}), tmp_path / "f.parquet")
     _, out = read_all(tmp_path / "f.parquet", input_columns=["x"], slice_columns=[])
-    assert [r["label"] for r in out] == ["1", None]
+    assert [(r["sample_id"], r["label"]) for r in out] == [("0", "1")]
 
 
 def test_streams_many_blocks_and_survives_a_column_empty_at_first(tmp_path, monkeypatch):
@@ -185,3 +185,110 @@ def test_golden_set_is_committed_as_generated(tmp_path):
     assert {r["label"] for r in rows} == {"negative", "neutral", "positive"}
     assert {r["language"] for r in rows} == {"en", "de"}
     assert {r["length_bucket"] for r in rows} == {"short", "medium", "long"}
+
+
+# --- labels: one spelling per class, no label is no class, ids unique (issue 11) ---------------
+
+
+def test_1_and_1_0_and_text_1_are_one_class_in_every_format(tmp_path):
+    # pandas writes 1.0 for an integer column that had a NaN; a CSV has "1"; JSON lines 1.
+    (tmp_path / "c.csv").write_text("x,label\n1,1\n2,1.0\n3, 1 \n4,2\n")
+    pq.write_table(pa.table({"x": [1, 2, 3, 4], "label": [1.0, 1.0, 1.0, 2.0]}), tmp_path / "p.parquet")
+    (tmp_path / "j.jsonl").write_text("".join(json.dumps({"x": i, "label": v}) + "\n"
+                                              for i, v in enumerate([1, 1.0, 1, 2])))
+    for name in ("c.csv", "p.parquet", "j.jsonl"):
+        opened = open_dataset(tmp_path / name, input_columns=["x"], label_column="label",
+                              slice_columns=[], batch_size=10)
+        check = opened.check()
+        assert check.labels == {"1", "2"}, name
+        rows = pa.Table.from_batches(list(opened.iter_batches())).to_pylist()
+        assert [r["label"] for r in rows] == ["1", "1", "1", "2"], name
+
+
+def test_a_label_column_mixing_numbers_and_text_in_json_is_refused_at_the_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds_mod, "_BLOCK_SIZE", 128)  # the "1" comes after the first block
+    path = tmp_path / "mixed.jsonl"
+    values = [1] * 40 + ["1", 1.0]
+    path.write_text("".join(json.dumps({"x": i, "label": v}) + "\n" for i, v in enumerate(values)))
+    opened = open_dataset(path, input_columns=["x"], label_column="label", slice_columns=[], batch_size=8)
+    with pytest.raises(ConfigError) as err:
+        opened.check()  # before anything is sent, never mid-run
+    assert err.value.one_line().startswith(
+        "dataset mixed.jsonl: could not read it: JSON parse error: Column(/label) changed from "
+        "number to string")
+    assert err.value.one_line().endswith("write each column's values one way (all numbers or all text)")
+
+
+@pytest.mark.parametrize("name", ["u.csv", "u.jsonl", "u.parquet"])
+def test_rows_without_a_label_are_counted_and_left_out(tmp_path, name):
+    # 300 rows, 40 without a usable label, spelled the ways files spell "missing".
+    missing = [None, float("nan"), "", "  ", "NaN", "nan", "None", "null", "<NA>"]
+    rows = []
+    for i in range(300):
+        label = missing[i % len(missing)] if i % 7 == 3 and len([r for r in rows if r["m"]]) < 40 \
+            else ["cat", "dog", "none"][i % 3]
+        rows.append({"id": f"r{i}", "text": f"t{i}", "label": label, "m": label in missing or
+                     (isinstance(label, float))})
+    assert sum(r["m"] for r in rows) == 40
+    written = [{k: v for k, v in r.items() if k != "m"} for r in rows]
+    if name.endswith(".parquet"):  # one type per column: text labels, null for the missing
+        written = [{**r, "label": None if isinstance(r["label"], float) else r["label"]} for r in written]
+    if name.endswith(".jsonl"):  # JSON has no NaN: json.dumps writes it, pandas writes null
+        written = [{**r, "label": None if isinstance(r["label"], float) else r["label"]} for r in written]
+    path = write(tmp_path / name, written)
+    opened = open_dataset(path, input_columns=["text"], label_column="label", id_column="id",
+                          slice_columns=[], batch_size=64)
+    check = opened.check()
+    assert (check.rows, check.unlabeled, check.labeled) == (300, 40, 260)
+    assert check.labels == {"cat", "dog", "none"}  # "none" is a class; None is not
+    out = pa.Table.from_batches(list(opened.iter_batches())).to_pylist()
+    expected = [r for r in rows if not r["m"]]
+    assert [r["sample_id"] for r in out] == [r["id"] for r in expected]
+    assert [r["label"] for r in out] == [r["label"] for r in expected]
+
+
+def test_row_index_ids_skip_the_unlabelled_rows_but_keep_their_numbers(tmp_path):
+    (tmp_path / "d.csv").write_text("x,label\n1,a\n2,\n3,b\n")
+    opened = open_dataset(tmp_path / "d.csv", input_columns=["x"], label_column="label",
+                          slice_columns=[], batch_size=8)
+    assert opened.check().unlabeled == 1
+    out = pa.Table.from_batches(list(opened.iter_batches())).to_pylist()
+    assert [(r["sample_id"], r["label"]) for r in out] == [("0", "a"), ("2", "b")]
+
+
+def test_a_set_without_any_label_is_refused(tmp_path):
+    (tmp_path / "d.csv").write_text("x,label\n1,\n2,NaN\n")
+    opened = open_dataset(tmp_path / "d.csv", input_columns=["x"], label_column="label",
+                          slice_columns=[], batch_size=8)
+    with pytest.raises(ConfigError, match="no row has a label"):
+        opened.check()
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.parquet", "d.jsonl"])
+def test_duplicate_ids_are_refused_naming_them(tmp_path, name):
+    rows = [{"id": i % 10 if i < 12 else i, "text": "t", "label": "a"} for i in range(30)]
+    opened = open_dataset(write(tmp_path / name, rows), input_columns=["text"], label_column="label",
+                          id_column="id", slice_columns=[], batch_size=4)
+    with pytest.raises(ConfigError) as err:
+        opened.check()
+    assert err.value.one_line() == (
+        f"dataset {name}: id column 'id' repeats 2 id(s): '0' ×2, '1' ×2; ids must be unique "
+        "(each row is one sample in the table)")
+
+
+def test_integer_labels_map_to_class_names_when_all_are_indices(tmp_path):
+    from mlobs.evaluate.labels import ClassNames
+
+    (tmp_path / "d.csv").write_text("x,label\n1,0\n2,2.0\n3,1\n")
+    names = ClassNames(("setosa", "versicolor", "virginica"))
+    opened = open_dataset(tmp_path / "d.csv", input_columns=["x"], label_column="label",
+                          slice_columns=[], batch_size=8)
+    check = opened.check(names)
+    assert check.mapped and check.labels == {"setosa", "versicolor", "virginica"}
+    out = pa.Table.from_batches(list(opened.iter_batches())).to_pylist()
+    assert [r["label"] for r in out] == ["setosa", "virginica", "versicolor"]
+    # Labels that are names already stay as they are.
+    (tmp_path / "n.csv").write_text("x,label\n1,setosa\n2,virginica\n")
+    named = open_dataset(tmp_path / "n.csv", input_columns=["x"], label_column="label",
+                         slice_columns=[], batch_size=8)
+    assert not named.check(names).mapped

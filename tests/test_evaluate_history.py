@@ -193,15 +193,16 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 def test_a_run_in_which_every_sample_failed_is_not_history(tmp_path, bento, model):
     rows = golden_rows()
     broken = evaluate(tmp_path, bento.url, "--model-version=v1", "--run-id=nightly-v1")
+    # The probe (the first rows, sent alone before the dataset streams) fails on every sample:
+    # the run stops there, quoting the Bento's own words, and nothing is recorded.
     assert broken.returncode == 2, broken.stderr
     failed = results(tmp_path)
-    assert failed["verdict"] == "error" and failed["recorded"] is False
-    assert failed["snapshot_id"] is None and failed["metrics"] is None
-    assert failed["errors"]["errors"] == failed["errors"]["rows"] == len(rows)
-    assert [(k["count"], k["example"]) for k in failed["errors"]["kinds"]] == [
-        (len(rows), f"HTTP 500: {BENTOML_500['error']}")]
-    assert f"{len(rows)} × `HTTP 500: An unexpected error" in comment(tmp_path)
-    assert "not recorded" in broken.stderr
+    assert failed == {"schema": "mlobs.error/1", "mode": "evaluate", "verdict": "error",
+                      "error": failed["error"]}
+    assert f"HTTP 500: {BENTOML_500['error']}" in failed["error"]
+    assert BENTOML_500["error"] in comment(tmp_path)
+    assert [line for line in broken.stderr.splitlines() if line.startswith("mlobs: error:")] == [
+        f"mlobs: error: {failed['error']}"]
     assert table_runs(tmp_path) == [] and data_files(tmp_path) == []  # nothing, not even files
 
     # The failed v1 is no baseline: v2 has nothing to compare with (not "0.317 vs 0.000 ▲ better").
@@ -244,7 +245,7 @@ def test_more_than_max_error_rate_failed_is_refused_showing_the_error_kinds(tmp_
     # n_poisoned texts with n_poisoned different scores: one kind, not one kind per number.
     (kind,) = errors["kinds"]
     assert kind["count"] == n_poisoned and errors["more_kinds"] == 0
-    assert '"label": null' in kind["example"] and '"score": 0.' in kind["example"]
+    assert kind["example"] == "the Bento answered no label (null)"
     assert errors["lines"] == [f"{n_poisoned} × {kind['example']}"]
     share = f"{n_poisoned / len(rows) * 100:.1f}".rstrip("0").rstrip(".")
     body = comment(tmp_path)

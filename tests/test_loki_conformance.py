@@ -158,14 +158,15 @@ def test_every_recording_is_replayed() -> None:
 
 
 def test_the_corpus_is_part_of_the_repository() -> None:
-    # CI runs on a plain checkout: no ../shared beside it. The data must live under tests/.
+    # CI runs on a plain checkout: no shared folder beside it. The data must live under tests/.
     tests = Path(__file__).resolve().parent
     assert CORPUS.is_relative_to(tests) and (CORPUS / "summary.json").is_file()
     assert len(list(CORPUS.glob("*.json"))) == 44
 
 
 def test_no_test_reads_outside_the_repository() -> None:
-    """Nothing in tests/ may point at ../shared (or $MLOBS_SHARED_DIR): absent on GitHub's runners."""
+    """Nothing in tests/ may point at the shared folder beside the checkout (or
+    $MLOBS_SHARED_DIR): it is absent on GitHub's runners."""
     tests = Path(__file__).resolve().parent
     offenders = []
     for path in [*tests.glob("*.py"), *tests.glob("servers/*.py")]:

@@ -121,7 +121,9 @@ def test_a_contract_that_cannot_mean_anything_is_one_line_naming_file_and_line(t
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("mlobs: error: bad contract at slo.feature:7: ")
     assert message in line
-    assert data is None  # nothing was evaluated: no results file claims a verdict
+    # Nothing was evaluated: the results file is an error record with the same line, no numbers.
+    assert data == {"schema": "mlobs.error/1", "mode": "slo-validate", "verdict": "error",
+                    "error": line.removeprefix("mlobs: error: ")}
 
 
 def test_every_bad_contract_is_counted_in_the_one_line(tmp_path):

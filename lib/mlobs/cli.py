@@ -19,6 +19,7 @@ import click
 
 from mlobs import __version__, modes
 from mlobs.config import CommonSettings, LakeSettings, PublishSettings, SloSettings, input_default
+from mlobs.evaluate import registry  # the headline metrics: light, for the max-regression help
 
 # Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py,
 # replaced by *** on every surface (mlobs.redact keeps the same list).
@@ -131,25 +132,34 @@ LAKE_OPTIONS = [
 EVALUATE_OPTIONS = [
     opt("bento", "A Bento tag or path to serve."),
     opt("bento-url", "URL of a running Bento to attach to instead."),
-    opt("bento-api", "The Bento API to call; its parameters are the input columns.",
-        default="predict", show_default=True),
+    opt("bento-api", "The Bento API to call (its OpenAPI schema says how the input columns are "
+        "sent).", default="predict", show_default=True),
     opt("dataset", "Golden dataset: Parquet, CSV or JSON lines."),
     opt("input-columns", "Dataset columns sent to the model (comma-separated)."),
     opt("label-column", "Dataset column holding the true label.", default="label",
         show_default=True),
     opt("slice-columns", "Dataset columns to slice metrics by (comma-separated)."),
     opt("id-column", "Dataset column with a unique sample id (default: the row number)."),
-    opt("batch-size", "Samples per request to the Bento.", type=click.IntRange(1), default=64,
-        show_default=True),
+    opt("batch-size", "Samples per request to the Bento: auto (grown while throughput grows, "
+        "shrunk on 413 or timeouts) or a fixed number.", default="auto", show_default=True),
     opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
         show_default=True),
-    opt("max-regression", "Gates vs the baseline: absolute 'accuracy=0.01' or relative "
-        "'macro_f1=2%'; also error_rate, ece, weighted_f1, f1[<class>]."),
+    opt("max-regression", registry.gate_help()),
     opt("run-id", "Run id in the table; a retried run with the same id writes nothing "
         "(default: from GITHUB_RUN_ID, model version and dataset hash)."),
     opt("max-error-rate", "Largest share of failed samples a run may have and still be recorded "
         "(0.05 or 5%); above it, or when every sample failed, the run is not committed and the "
         "step exits 2.", default="0.05", show_default=True),
+    opt("class-names", "Class names in index order (comma-separated, or a file with one per "
+        "line): map class indices and probability columns to names."),
+    opt("prediction-path", "Where the predictions are in an answer of another shape: a dotted "
+        "path, '*' for each item of a list (e.g. output.labels, results.*.top)."),
+    opt("input-format", "How input columns are sent when the API's schema is ambiguous: auto, "
+        "columns, row, records, dataframe or array, optionally FORMAT:PARAMETER.",
+        default="auto", show_default=True),
+    opt("bento-timeout", "Seconds to wait for one answer from the Bento.", default="60",
+        show_default=True),
+    opt("deadline", "Overall time limit of the evaluation, e.g. 900, 15m, 2h (default: none)."),
 ]
 
 REPORT_OPTIONS = [
@@ -295,6 +305,8 @@ def fail(actions, exc, common, *, traceback: bool = False) -> None:
             body=f"⛔ **Could not evaluate.** {md.text(message)}\n",
             key=common.comment_key,
         )
+        with contextlib.suppress(OSError):  # an unwritable output-dir: said by the publish below
+            report.outputs["summary-json"] = str(_write_error_record(common, message, actions.redactor))
         try:
             _reporter(common, actions).publish(report)
         except Exception as publish_exc:  # e.g. the dry-run folder is the unwritable one
@@ -307,6 +319,17 @@ def fail(actions, exc, common, *, traceback: bool = False) -> None:
     else:
         actions.set_output("result", "error")
     sys.exit(exc.exit_code)
+
+
+def _write_error_record(common, message: str, redactor):
+    """The mode's results file says the run could not evaluate (never an earlier run's numbers)."""
+    import json
+
+    from mlobs.redact import write_text
+
+    record = {"schema": modes.ERROR_SCHEMA, "mode": common.mode, "verdict": "error", "error": message}
+    return write_text(common.output_dir / modes.RESULTS_FILES[common.mode],
+                      json.dumps(record, indent=2, sort_keys=True) + "\n", redactor)
 
 
 def _refuse_line_breaks(params: dict) -> None:

@@ -1,6 +1,9 @@
 """Start ``bentoml serve`` on a free loopback port, wait until it is ready, always stop it.
 
-The server runs in its own session (process group) with its output in a log file. BentoML's
+The server runs in its own session (process group) with its output in a log file (under the
+action's ``output-dir`` when the mode gives one: kept when the run fails, its last lines quoted
+in the error). A Bento that cannot start because a Python module is missing gets an error that
+names the module and the two ways to run a Bento whose libraries the action's image lacks. BentoML's
 workers start their own sessions too, so stopping signals the whole process tree, not just the
 group: SIGTERM first (BentoML shuts its workers down gracefully), SIGKILL after a grace period
 for anything still alive. A SIGTERM sent to *us* (a cancelled CI job) is turned into SystemExit
@@ -35,8 +38,14 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.25
 _TAIL_LINES = 20
+_HEARTBEAT_S = 10.0
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PORT_TAKEN = ("Address already in use", "[Errno 98]")
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+DEPENDENCY_ROUTES = (
+    "run the Bento in its own container (bentoml containerize; a job `services:` entry) and "
+    "attach with bento-url, or run mlobs beside your dependencies with "
+    "`uses: org/ml-observability-action/cli@v1` (README: Bentos with their own dependencies)")
 
 
 class BentoStartError(SourceUnavailable):
@@ -70,6 +79,7 @@ class BentoServer:
     ready_timeout: float = 120.0
     stop_grace: float = 10.0
     log_path: Path | None = None  # default: a temporary file, removed after a clean stop
+    keep_log: bool = True  # keep a given log_path after a clean stop too (always kept on failure)
     host: str = "127.0.0.1"
     url: str = field(default="", init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -83,6 +93,8 @@ class BentoServer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if exc is not None:
+            self._failed = True  # the run failed: keep the log for whoever reads the error
         self.stop()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -115,17 +127,36 @@ class BentoServer:
             raise
 
     def stop(self) -> None:
-        """Stop the server's whole process tree (idempotent). Keeps the log if start failed."""
+        """Stop the server's whole process tree (idempotent). Keeps the log if the run failed."""
         try:
             self._kill()
         finally:
             self._restore_sigterm()
-            if self._own_log and not self._failed and self.log_path is not None:
+            removable = self._own_log or not self.keep_log
+            if removable and not self._failed and self.log_path is not None:
                 self.log_path.unlink(missing_ok=True)
+
+    def keep(self) -> None:
+        """Keep the log after the stop (e.g. some samples failed on the server)."""
+        self._failed = True
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        """Whether the server process is still running."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    def failure_hint(self, lines: int = 3) -> str:
+        """``server log PATH; last lines: … | …`` for an error raised while the server ran."""
+        tail = self.log_tail()
+        for line in tail:
+            log.error("bento | %s", line)
+        shown = _meaningful(tail, lines)
+        where = f"server log {self.log_path}"
+        return where + (f"; last lines: {' | '.join(shown)}" if shown else "")
 
     def log_tail(self, lines: int = _TAIL_LINES) -> list[str]:
         """The server log's last non-empty lines, colour codes removed."""
@@ -162,8 +193,15 @@ class BentoServer:
         assert self._proc is not None
         started = time.monotonic()
         deadline = started + self.ready_timeout
+        next_beat = started + _HEARTBEAT_S
         http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=1.0, read=2.0))
         while True:
+            if time.monotonic() >= next_beat:
+                next_beat += _HEARTBEAT_S
+                last = [line for line in self.log_tail(1) if not line.startswith("$ ")]
+                log.info("waiting for the Bento to become ready (%.0f s of %g s)%s",
+                         time.monotonic() - started, self.ready_timeout,
+                         f"; its log: {_clip(last[0])}" if last else "")
             code = self._proc.poll()
             if code is not None:
                 raise self._start_error(f"exited with code {code} before it was ready")
@@ -181,6 +219,16 @@ class BentoServer:
         tail = self.log_tail()
         for line in tail:
             log.error("bento | %s", line)
+        missing = _missing_module(tail)
+        own = self.target.split(":", 1)[0] if ":" in self.target else None
+        if missing and own and missing.split(".")[0] == own.split(".")[0]:
+            message = (f"the Bento {self.target!r} {what}: there is no module {own!r} in "
+                       f"{self.cwd} (check the bento input: module:Service, a Bento tag or a path)")
+            return BentoStartError(message, log_tail=tail, log_path=self.log_path)
+        if missing:
+            message = (f"the Bento {self.target!r} {what}: it needs the Python module {missing!r}, "
+                       f"which is not installed where mlobs runs — {DEPENDENCY_ROUTES}")
+            return BentoStartError(message, log_tail=tail, log_path=self.log_path)
         last = _last_meaningful(tail)
         message = f"the Bento {self.target!r} {what}" + (f": {last}" if last else "")
         return BentoStartError(message, log_tail=tail, log_path=self.log_path)
@@ -261,6 +309,28 @@ def _signal_all(leader: int, others: list[int], sig: int) -> None:
     for pid in others:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+def _missing_module(tail: list[str]) -> str | None:
+    for line in reversed(tail):
+        found = _NO_MODULE.search(line)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _meaningful(tail: list[str], lines: int) -> list[str]:
+    """The log's last exception lines, clipped, oldest first (access-log lines say nothing)."""
+    picked = [_clip(line.strip()) for line in tail if _EXCEPTION.match(line.strip())]
+    return picked[-lines:]
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:|^Error:")
 
 
 def _last_meaningful(tail: list[str]) -> str:

@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass
 
 from mlobs.errors import ConfigError
-from mlobs.evaluate.metrics import HIGHER_IS_BETTER, Metrics, RunMetrics
+from mlobs.evaluate import registry
+from mlobs.evaluate.metrics import Metrics, RunMetrics
 
 
 @dataclass(frozen=True)
 class Gate:
-    metric: str  # a headline metric, or f1[<class>]
+    metric: str  # a headline metric (mlobs.evaluate.registry), or f1[<class>]
     limit: float
     relative: bool
 
@@ -54,8 +55,7 @@ class Delta:
         change = self.change
         if change is None or change == 0:
             return None
-        higher = HIGHER_IS_BETTER.get(self.metric.split("[")[0], True)
-        return (change > 0) == higher
+        return (change > 0) == registry.higher_is_better(self.metric)
 
 
 _CLASS_F1 = re.compile(r"f1\[(?P<label>[^\]]+)\]")
@@ -70,8 +70,8 @@ def parse_gates(text: str | None) -> list[Gate]:
         name, limit = name.strip(), limit.strip()
         if not sep or not limit:
             raise ConfigError(f"max-regression: expected metric=limit, got {item.strip()!r}")
-        if name not in HIGHER_IS_BETTER and not _CLASS_F1.fullmatch(name):
-            known = ", ".join([*HIGHER_IS_BETTER, "f1[<class>]"])
+        if registry.get(name) is None and not _CLASS_F1.fullmatch(name):
+            known = ", ".join([*registry.names(), *(f"{c}[<class>]" for c in registry.CLASS_METRICS)])
             raise ConfigError(f"max-regression: unknown metric {name!r}; use one of {known}")
         relative = limit.endswith("%")
         try:
@@ -87,8 +87,8 @@ def parse_gates(text: str | None) -> list[Gate]:
 def metric_value(m: Metrics, name: str) -> float | None:
     if match := _CLASS_F1.fullmatch(name):
         return next((c.f1 for c in m.per_class if c.label == match["label"]), None)
-    value = m.headline()[name]
-    return None if value is None or math.isnan(value) else value
+    metric = registry.get(name)
+    return metric.of(m) if metric is not None else None
 
 
 def check_gates(gates: list[Gate], current: Metrics, baseline: Metrics) -> list[GateResult]:
@@ -98,7 +98,7 @@ def check_gates(gates: list[Gate], current: Metrics, baseline: Metrics) -> list[
         if cur is None or base is None:
             results.append(GateResult(gate, cur, base, None, None))
             continue
-        higher = HIGHER_IS_BETTER.get(gate.metric.split("[")[0], True)
+        higher = registry.higher_is_better(gate.metric)
         worse_by = (base - cur) if higher else (cur - base)
         if gate.relative:
             worse_by = worse_by / abs(base) if base else (math.inf if worse_by > 0 else 0.0)

@@ -1,10 +1,14 @@
-"""Golden datasets (Parquet, CSV, JSON lines) read as a stream of fixed-size Arrow batches.
+"""Golden datasets (Parquet, CSV, JSON lines) read as a stream of Arrow batches.
 
 Nothing here loads a file whole: Parquet is read by row groups, CSV and JSON lines by blocks,
-and the batches are re-cut to ``batch_size`` rows so every HTTP request to the model carries the
-same number of samples (the last one excepted). Each batch holds ``sample_id`` (the id column as
-text, else the 0-based row index), the input columns as read, and the label and slice columns as
-text — the shapes the predictions table stores.
+and the batches are re-cut to ``batch_size`` rows. Each batch holds ``sample_id`` (the id column
+as text, else the 0-based row index in the file), the input columns as read, the label in its
+canonical spelling (:mod:`mlobs.evaluate.labels`) and the slice columns as text — the shapes the
+predictions table stores.
+
+Before anything is sent, :meth:`Dataset.check` reads the id and label columns once: duplicate ids
+are refused, rows without a usable label are counted (they are never sent, stored or scored —
+a missing label is not a class), and the set of label values is kept for the label checks.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlobs.errors import ConfigError
+from mlobs.evaluate.labels import ClassNames, canonical
 
-__all__ = ["FORMATS", "SAMPLE_ID", "Dataset", "detect_format", "open_dataset"]
+__all__ = ["FORMATS", "SAMPLE_ID", "Dataset", "LabelCheck", "detect_format", "open_dataset"]
 
 SAMPLE_ID = "sample_id"
 # Extensions by format; a trailing .gz/.bz2/.zst is decompressed on the fly by pyarrow.
@@ -32,6 +37,22 @@ FORMATS: dict[str, tuple[str, ...]] = {
 _COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 _BLOCK_SIZE = 4 << 20  # bytes per CSV/JSON block: big enough that type inference sees many rows
 _HASH_CHUNK = 1 << 20
+_MAX_CLASSES = 100_000  # distinct label values: beyond this it is not a classification set
+_SHOWN = 5  # duplicate ids named in the error
+
+
+@dataclass(frozen=True)
+class LabelCheck:
+    """What one pass over the id and label columns found."""
+
+    rows: int  # in the file
+    unlabeled: int  # rows without a usable label: not sent, not stored, not scored
+    labels: frozenset[str]  # canonical label values (after class-names, when they were indices)
+    mapped: bool = False  # integer labels were mapped to class-names
+
+    @property
+    def labeled(self) -> int:
+        return self.rows - self.unlabeled
 
 
 def detect_format(path: Path) -> str:
@@ -60,6 +81,7 @@ class Dataset:
     batch_size: int
     schema: pa.Schema  # file columns with the types the readers will produce
     _row_count: int | None = field(default=None, repr=False)  # known up front for Parquet only
+    _label_names: dict[str, str] | None = field(default=None, repr=False)  # index → class name
 
     @property
     def columns(self) -> list[str]:
@@ -73,14 +95,86 @@ class Dataset:
             return self._row_count
         return sum(b.num_rows for b in self._raw_batches([self.label_column]))
 
+    def check(self, class_names: ClassNames | None = None) -> LabelCheck:
+        """One pass over the id and label columns, before anything is sent.
+
+        Raises ConfigError for duplicate ids, a label column that cannot be read as one type, a
+        set without any labelled row, or more than 100,000 distinct labels. With ``class_names``,
+        integer labels that are all indices into it (and none a class name) are mapped to the
+        names, so that they compare with predictions mapped the same way.
+        """
+        columns = _unique([c for c in (self.id_column, self.label_column) if c])
+        rows = unlabeled = 0
+        labels: set[str] = set()
+        ids: list[pa.Array] = []
+        for raw in self._raw_batches(columns):
+            rows += raw.num_rows
+            label = self._canonical_label(raw.column(self.label_column), mapped=False)
+            unlabeled += label.null_count
+            labels.update(v for v in pc.unique(label).to_pylist() if v is not None)
+            if len(labels) > _MAX_CLASSES:
+                raise ConfigError(f"dataset {self.path.name}: label column {self.label_column!r} "
+                                  f"has more than {_MAX_CLASSES:,} distinct values; evaluate "
+                                  "measures classifiers")
+            if self.id_column:
+                ids.append(_as_text(raw.column(self.id_column), self.id_column, self.path))
+        if self._row_count is None:
+            self._row_count = rows
+        if self.id_column:
+            self._check_ids(pa.chunked_array(ids, pa.string()) if ids else pa.chunked_array([], pa.string()))
+        if rows == unlabeled:
+            raise ConfigError(f"dataset {self.path.name}: no row has a label in column "
+                              f"{self.label_column!r} (null, NaN and empty labels are not scored)")
+        mapped = False
+        if class_names is not None:
+            indices = {str(i): n for i, n in enumerate(class_names.names)}
+            if labels <= indices.keys() and not labels & set(class_names.names):
+                self._label_names, mapped = indices, True
+                labels = {indices[v] for v in labels}
+        return LabelCheck(rows=rows, unlabeled=unlabeled, labels=frozenset(labels), mapped=mapped)
+
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
-        """Batches of exactly ``batch_size`` rows (the last may be shorter), in file order."""
+        """Batches of ``batch_size`` labelled rows (the last may be shorter), in file order.
+
+        Rows without a usable label are left out; ``sample_id`` stays the row's index in the file.
+        """
         needed = _unique([c for c in (self.id_column, *self.input_columns, self.label_column,
                                       *self.slice_columns) if c])
-        offset = 0
-        for raw in _rebatch(self._raw_batches(needed), self.batch_size):
-            yield self._shape(raw, offset)
-            offset += raw.num_rows
+
+        def shaped() -> Iterator[pa.RecordBatch]:
+            offset = 0
+            for raw in self._raw_batches(needed):
+                out = self._shape(raw, offset)
+                offset += raw.num_rows
+                if out.num_rows:
+                    yield out
+
+        yield from _rebatch(shaped(), self.batch_size)
+
+    def _canonical_label(self, array: pa.Array, *, mapped: bool = True) -> pa.Array:
+        try:
+            label = canonical(array)
+        except ConfigError as exc:
+            raise ConfigError(f"dataset {self.path.name}: label column {self.label_column!r}: "
+                              f"{exc.message}") from None
+        if mapped and self._label_names is not None:
+            names = self._label_names
+            label = pa.array([names.get(v, v) if v is not None else None for v in label.to_pylist()],
+                             pa.string())
+        return label
+
+    def _check_ids(self, ids: pa.ChunkedArray) -> None:
+        if ids.null_count:
+            raise ConfigError(f"dataset {self.path.name}: id column {self.id_column!r} has "
+                              f"{ids.null_count} empty value(s); every sample needs an id")
+        counts = pc.value_counts(ids)
+        repeated = pc.filter(counts, pc.greater(counts.field("counts"), 1))
+        if len(repeated):
+            shown = ", ".join(f"{v['values']!r} ×{v['counts']}" for v in repeated[:_SHOWN].to_pylist())
+            more = f" and {len(repeated) - _SHOWN} more" if len(repeated) > _SHOWN else ""
+            raise ConfigError(f"dataset {self.path.name}: id column {self.id_column!r} repeats "
+                              f"{len(repeated)} id(s): {shown}{more}; ids must be unique (each row "
+                              "is one sample in the table)")
 
     def sha256(self) -> str:
         """Hex SHA-256 of the file's bytes (as stored, compressed or not), read in chunks."""
@@ -101,19 +195,26 @@ class Dataset:
                 raise ConfigError(f"dataset {self.path.name}: id column {self.id_column!r} has empty "
                                   f"values near row {offset}; every sample needs an id")
         else:
-            sample_id = pa.array([str(i) for i in range(offset, offset + raw.num_rows)], pa.string())
+            sample_id = pc.cast(pa.array(range(offset, offset + raw.num_rows), pa.int64()), pa.string())
         arrays: dict[str, pa.Array] = {SAMPLE_ID: sample_id}
         for name in self.input_columns:
             arrays[name] = raw.column(name)
-        for name in (self.label_column, *self.slice_columns):
-            arrays[name] = _as_text(raw.column(name), name, self.path)
-        return pa.RecordBatch.from_arrays(list(arrays.values()), names=list(arrays))
+        arrays[self.label_column] = self._canonical_label(raw.column(self.label_column))
+        for name in self.slice_columns:
+            if name != self.label_column:
+                arrays[name] = _as_text(raw.column(name), name, self.path)
+        batch = pa.RecordBatch.from_arrays(list(arrays.values()), names=list(arrays))
+        labelled = pc.is_valid(arrays[self.label_column])
+        return batch if labelled.false_count == 0 else batch.filter(labelled)
 
     def _raw_batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         try:
             yield from _read(self.path, self.format, columns, self.schema, self.batch_size)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ConfigError(f"dataset {self.path.name}: could not read it: {_first_line(exc)}") from exc
+            hint = ("write each column's values one way (all numbers or all text)"
+                    if "changed from" in str(exc) else None)
+            raise ConfigError(f"dataset {self.path.name}: could not read it: {_first_line(exc)}",
+                              hint=hint) from exc
 
 
 def open_dataset(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from mlobs.evaluate import registry
+
 ERROR_PREDICTION = "<error>"  # what an error row "predicted": wrong for every class
 WHOLE_RUN = ("", "")  # (slice_name, slice_value) of the run as a whole
 
@@ -51,8 +53,8 @@ class Metrics:
         return self.errors / self.n if self.n else 0.0
 
     def headline(self) -> dict[str, float | None]:
-        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1,
-                "weighted_f1": self.weighted_f1, "ece": self.ece, "error_rate": self.error_rate}
+        """Every headline metric of the registry (mlobs.evaluate.registry), in its order."""
+        return {m.name: m.value(self) for m in registry.metrics()}
 
 
 @dataclass
@@ -66,11 +68,6 @@ class SliceMetrics:
 class RunMetrics:
     overall: Metrics
     slices: list[SliceMetrics]
-
-
-# Whether a higher value is better, per headline metric (for deltas and regression gates).
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "ece": False,
-                    "error_rate": False}
 
 
 def from_aggregate(rows: list[dict], bins: int = 10, labels: list[str] | None = None) -> RunMetrics:

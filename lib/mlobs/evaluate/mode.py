@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlobs import __version__
+from mlobs import __version__, modes
 from mlobs.config import CommonSettings, resolve
 from mlobs.errors import ConfigError
 from mlobs.result import Report, Verdict
 
 log = logging.getLogger(__name__)
-RESULTS_JSON = "evaluate-results.json"
+RESULTS_JSON = modes.RESULTS_FILES[modes.EVALUATE]
+SERVER_LOG = "bento-server.log"
+_READ_ROWS = 4096  # rows per read from the dataset file when batches are sized automatically
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class EvaluateSettings:
     label_column: str
     slice_columns: list[str]
     id_column: str | None
-    batch_size: int
+    batch_size: int | None  # None: sized by measurement
     concurrency: int
     catalog: str | None
     table: str
@@ -39,11 +43,20 @@ class EvaluateSettings:
     run_id: str | None
     commit_sha: str | None
     max_error_rate: float
+    class_names: object = None  # labels.ClassNames | None
+    prediction_path: tuple[str, ...] | None = None
+    input_format: tuple[str, str | None] | None = None
+    bento_timeout: float = 60.0
+    deadline: float | None = None  # seconds for the whole evaluation
 
     @classmethod
     def build(cls, common: CommonSettings, params: Mapping[str, object],
               env: Mapping[str, str]) -> EvaluateSettings:
         from mlobs.evaluate.compare import parse_gates
+        from mlobs.evaluate.contract import parse_path
+        from mlobs.evaluate.labels import ClassNames
+        from mlobs.evaluate.runner import parse_batch_size, parse_duration
+        from mlobs.evaluate.schema import parse_input_format
         from mlobs.evaluate.trust import parse_max_error_rate
 
         if not common.model_version:
@@ -64,7 +77,7 @@ class EvaluateSettings:
             label_column=_text(params.get("label_column")) or "label",
             slice_columns=_columns(params.get("slice_columns")),
             id_column=_text(params.get("id_column")),
-            batch_size=int(params.get("batch_size") or 64),
+            batch_size=parse_batch_size(_text(params.get("batch_size"))),
             concurrency=int(params.get("concurrency") or 4),
             catalog=_text(params.get("catalog")),
             table=_text(params.get("table")) or "mlobs.predictions",
@@ -74,6 +87,11 @@ class EvaluateSettings:
             run_id=_text(params.get("run_id")),
             commit_sha=env.get("GITHUB_SHA") or None,
             max_error_rate=parse_max_error_rate(params.get("max_error_rate")),
+            class_names=ClassNames.parse(_text(params.get("class_names")), common.working_directory),
+            prediction_path=parse_path(_text(params.get("prediction_path"))),
+            input_format=parse_input_format(_text(params.get("input_format"))),
+            bento_timeout=parse_duration(_text(params.get("bento_timeout")), "bento-timeout") or 60.0,
+            deadline=parse_duration(_text(params.get("deadline")), "deadline"),
         )
 
 
@@ -94,12 +112,17 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
 
     env = os.environ if env is None else env
     settings = EvaluateSettings.build(common, params, env)
+    deadline = time.monotonic() + settings.deadline if settings.deadline else None
     version = common.model_version
     assert version is not None
     # Validate everything cheap before starting a model server.
     dataset = open_dataset(settings.dataset, input_columns=settings.input_columns,
                            label_column=settings.label_column, slice_columns=settings.slice_columns,
-                           id_column=settings.id_column, batch_size=settings.batch_size)
+                           id_column=settings.id_column,
+                           batch_size=settings.batch_size or _READ_ROWS)
+    check = dataset.check(settings.class_names)  # duplicate ids, labels: before anything is sent
+    if check.unlabeled:
+        log.warning("%d row(s) without a label will not be scored", check.unlabeled)
     dataset_hash = dataset.sha256()
     catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake", env=env)
     engine = open_engine(settings.engine, catalog, settings.spark_master)
@@ -115,13 +138,15 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
         if info is None:
             try:
                 info, written = _evaluate(settings, common, dataset, engine, run_id=run_id,
-                                          version=version, dataset_hash=dataset_hash, gate=gate)
+                                          version=version, dataset_hash=dataset_hash, gate=gate,
+                                          check=check, deadline=deadline)
             except RunRefused as refused:
                 result = _refused(refused, gate, settings, common, run_id=run_id,
                                   dataset_hash=dataset_hash, table=catalog.table)
         if info is not None:
             errors = gate.summary() if written else tally_run(engine, info)
             result = _judge(engine, info, settings, common, written, errors)
+        result = dataclasses.replace(result, unlabeled=check.unlabeled)
     finally:
         engine.close()
     path = render.write_json(result, common.output_dir / RESULTS_JSON, common.redactor)
@@ -132,27 +157,46 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     return report
 
 
-def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash, gate):
+def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_hash, gate, check,
+              deadline=None):
     from contextlib import nullcontext
 
+    from mlobs.errors import MlobsError
     from mlobs.evaluate.bento import BentoServer
-    from mlobs.evaluate.client import predict
     from mlobs.evaluate.progress import Progress
+    from mlobs.evaluate.runner import BentoCall, predictions, server_side
 
+    call = BentoCall(api=settings.bento_api, input_format=settings.input_format,
+                     class_names=settings.class_names, prediction_path=settings.prediction_path,
+                     batch_size=settings.batch_size, concurrency=settings.concurrency,
+                     timeout=settings.bento_timeout)
     target = settings.bento
     if target and (common.working_directory / target).exists():
         target = str(common.working_directory / target)  # a Bento folder or file, relative to the workspace
-    server = BentoServer(target, cwd=common.working_directory) if target else nullcontext()
-    with server as served, Progress(total=dataset.rows, label=version) as progress:
-        url = settings.bento_url or served.url
-        batches = predict(url, dataset.iter_batches(), api=settings.bento_api,
-                          input_columns=dataset.input_columns, label_column=settings.label_column,
-                          slice_columns=settings.slice_columns, concurrency=settings.concurrency,
-                          timeout=60.0, deadline_per_batch=300.0, progress=progress)
-        return engine.write_run(gate.watch(batches), run_id=run_id, model_version=version,
-                                commit_sha=settings.commit_sha, dataset_hash=dataset_hash,
-                                evaluated_at=datetime.now(UTC), action_version=__version__,
-                                accept=gate.accept)
+    server = None
+    if target:
+        common.output_dir.mkdir(parents=True, exist_ok=True)
+        ready = 120.0 if deadline is None else max(1.0, min(120.0, deadline - time.monotonic()))
+        server = BentoServer(target, cwd=common.working_directory, ready_timeout=ready,
+                             log_path=common.output_dir / SERVER_LOG, keep_log=False)
+    with server or nullcontext() as served:
+        try:
+            url = settings.bento_url or served.url
+            with Progress(total=check.labeled, label=version) as progress:
+                batches = predictions(url, dataset, check, call, progress=progress,
+                                      deadline=deadline, alive=served.alive if served else None)
+                written = engine.write_run(gate.watch(batches), run_id=run_id, model_version=version,
+                                           commit_sha=settings.commit_sha, dataset_hash=dataset_hash,
+                                           evaluated_at=datetime.now(UTC), action_version=__version__,
+                                           accept=gate.accept)
+            if served is not None and progress.errors:
+                served.keep()  # samples failed on the server: its log says why
+                log.warning("%d sample(s) failed; %s", progress.errors, served.failure_hint())
+            return written
+        except MlobsError as exc:
+            if served is not None and server_side(exc):  # its own words, and where its log is
+                exc.hint = "; ".join(h for h in (exc.hint, served.failure_hint()) if h)
+            raise
 
 
 def _judge(engine, info, settings, common, written, errors):

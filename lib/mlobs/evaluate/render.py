@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlobs import modes
-from mlobs.evaluate import compare
+from mlobs.evaluate import compare, registry
 from mlobs.evaluate.metrics import RunMetrics
 from mlobs.evaluate.trust import ErrorSummary, percent
 from mlobs.github import markdown as md
@@ -44,15 +44,25 @@ class EvaluationResult:
     def recorded(self) -> bool:
         """Whether the run is in the table (committed now or by an earlier try)."""
         return self.snapshot_id is not None
+    unlabeled: int = 0  # dataset rows without a usable label: not sent, not scored
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["verdict"] = self.verdict.value
         data["schema"] = "mlobs.evaluate-results/1"
         data["recorded"] = self.recorded
+        # every headline metric of the registry by name (metrics keeps the computed fields only)
+        data["headline"] = _headline(self.metrics)
+        data["baseline_headline"] = _headline(self.baseline_metrics)
         if self.errors is not None:
             data["errors"]["lines"] = self.errors.lines()
         return data
+
+
+def _headline(metrics: RunMetrics | None) -> dict[str, float | None] | None:
+    if metrics is None:
+        return None
+    return {m.name: m.of(metrics.overall) for m in registry.metrics()}
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -61,14 +71,26 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def shown(metric: str, value: float | None) -> str:
+    """A value as the registry says that metric is shown (3 digits for per-class metrics)."""
+    entry = registry.get(metric)
+    return entry.format(value) if entry is not None else fmt(value)
+
+
+def signed(metric: str, change: float) -> str:
+    entry = registry.get(metric)
+    return entry.format_change(change) if entry is not None else f"{change:+.3f}"
+
+
 def arrow(delta: compare.Delta) -> str:
     """A signed change with a shape and a word, so it reads without colour, in any theme."""
     change = delta.change
     if change is None:
         return "—"
     if delta.better is None:
-        return f"{change:+.3f}"
-    return f"{'▲' if change > 0 else '▼'} {change:+.3f} ({'better' if delta.better else 'worse'})"
+        return signed(delta.metric, change)
+    return (f"{'▲' if change > 0 else '▼'} {signed(delta.metric, change)} "
+            f"({'better' if delta.better else 'worse'})")
 
 
 def render(result: EvaluationResult, key: str = "") -> Report:
@@ -77,9 +99,13 @@ def render(result: EvaluationResult, key: str = "") -> Report:
     m = result.metrics.overall
     base = result.baseline_metrics.overall if result.baseline_metrics else None
     failed = [g for g in result.gates if g.passed is False]
-    title = f"{modes.TITLES[modes.EVALUATE]}: {result.model_version} — accuracy {fmt(m.accuracy)}"
+    primary = registry.primary()
+    value = primary.of(m)
+    title = f"{modes.TITLES[modes.EVALUATE]}: {result.model_version} — {primary.name} {primary.format(value)}"
     if base is not None:
-        title += f" ({m.accuracy - base.accuracy:+.3f} vs {result.baseline_version})"
+        before = primary.of(base)
+        change = "—" if value is None or before is None else primary.format_change(value - before)
+        title += f" ({change} vs {result.baseline_version})"
     if failed:
         title += f" · {len(failed)} gate{'s' if len(failed) > 1 else ''} failed"
 
@@ -87,22 +113,25 @@ def render(result: EvaluationResult, key: str = "") -> Report:
             f"{md.code(result.dataset)}: {m.n} samples, {m.errors} errors. {md.text(result.reason)}")
     if not result.written:
         head += " (This run id was already committed: nothing new was written.)"
+    if result.unlabeled:
+        head += (f" {result.unlabeled:,} row{'s' if result.unlabeled != 1 else ''} without a label "
+                 f"{'were' if result.unlabeled != 1 else 'was'} not scored.")
 
     cols = ["Metric", md.text(result.model_version)]
     if base is not None:
         cols += [md.text(result.baseline_version or "baseline"), "Δ"]
     rows = []
     for delta in compare.headline_deltas(m, base):
-        row = [delta.metric, fmt(delta.current)]
+        row = [delta.metric, shown(delta.metric, delta.current)]
         if base is not None:
-            row += [fmt(delta.baseline), arrow(delta)]
+            row += [shown(delta.metric, delta.baseline), arrow(delta)]
         rows.append(row)
     parts = [head, md.table(cols, rows)]
 
     if result.gates:
         gate_rows = [[md.text(g.gate.describe()),
                       "—" if g.regression is None else (f"{g.regression * 100:.2f}% worse" if g.gate.relative
-                                                       else f"{g.regression:+.3f} worse"),
+                                                       else f"{signed(g.gate.metric, g.regression)} worse"),
                       {True: Verdict.PASS.icon, False: Verdict.FAIL.icon,
                        None: Verdict.INCONCLUSIVE.icon}[g.passed]] for g in result.gates]
         parts.append("**Regression gates**\n\n" + md.table(["Gate", "Change", "Verdict"], gate_rows))

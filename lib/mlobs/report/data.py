@@ -2,14 +2,15 @@
 
 ``mlobs.report/1`` — one model version's run:
   version, run {run_id, snapshot_id, commit_sha, dataset_hash, committed_at, rows, table},
-  headline {n, errors, accuracy, macro_f1, weighted_f1, ece, error_rate},
+  headline {n, errors, and each headline metric of mlobs.evaluate.registry by name},
   labels [..], per_class [{label, precision, recall, f1, support}],
   confusion {labels, columns (labels + "<error>"), matrix},
   slices [{name, value, n, errors, accuracy, macro_f1}],
   calibration {ece, bins [{low, high, n, mean_confidence, accuracy}]},
   prediction_share [{label, share}], worst_samples [{sample_id, label, prediction, confidence, error}],
   slo null | {verdict, window, source, scenarios [{name, verdict, measured, threshold, n}]}
-``mlobs.compare/1`` — two versions: a, b, metrics [{metric, a, b, delta, better}],
+``mlobs.compare/1`` — two versions: a, b, metrics [{metric, a, b, delta, better, and how the
+  registry shows it: label, digits, percent}],
   slices [{name, value, a, b, delta}], confusion_diff {labels, columns, matrix (b − a)},
   share_moves [{label, a, b, delta}] (largest move first).
 Maps keyed by data (class labels, slice values) are lists of objects: Hugo lower-cases map keys.
@@ -23,7 +24,8 @@ import math
 from pathlib import Path
 
 from mlobs.errors import ConfigError
-from mlobs.evaluate.metrics import ERROR_PREDICTION, HIGHER_IS_BETTER, Metrics, from_aggregate
+from mlobs.evaluate import registry
+from mlobs.evaluate.metrics import ERROR_PREDICTION, Metrics, from_aggregate
 
 REPORT_SCHEMA = "mlobs.report/1"
 COMPARE_SCHEMA = "mlobs.compare/1"
@@ -105,11 +107,12 @@ def worst_samples(engine, info, k: int = WORST_SAMPLES) -> list[dict]:
 
 def compare_documents(a: dict, b: dict) -> dict:
     metrics = []
-    for name in ("accuracy", "macro_f1", "weighted_f1", "ece", "error_rate"):
-        va, vb = a["headline"].get(name), b["headline"].get(name)
+    for m in registry.metrics():  # a document published before a metric existed lacks it: None
+        va, vb = a["headline"].get(m.name), b["headline"].get(m.name)
         delta = None if va is None or vb is None else _num(vb - va)
-        better = None if not delta else (delta > 0) == HIGHER_IS_BETTER[name]
-        metrics.append({"metric": name, "a": va, "b": vb, "delta": delta, "better": better})
+        better = None if not delta else (delta > 0) == m.higher_is_better
+        metrics.append({"metric": m.name, "a": va, "b": vb, "delta": delta, "better": better,
+                        "label": m.label, "digits": m.digits, "percent": m.percent})
     slices_a = {(s["name"], s["value"]): s for s in a["slices"]}
     slices = []
     for s in b["slices"]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from mlobs import modes
 from mlobs.config import PublishSettings
 from mlobs.errors import ConfigError
 from mlobs.report.site import Site
 from mlobs.result import Report
 
-RESULTS_JSON = "publish-results.json"
+RESULTS_JSON = modes.RESULTS_FILES[modes.PUBLISH_REPORT]
 
 
 def run(settings: PublishSettings) -> Report:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlobs.errors import ConfigError
+from mlobs.evaluate import registry
 from mlobs.report import data
 from mlobs.report.site import SITE_SCHEMA, Site, build, compare_name, to_json, tree_files
 from mlobs.report.stores import (
@@ -131,10 +132,18 @@ def read_manifest(snapshot: Snapshot, where: str) -> dict[str, dict]:
 
 
 def same_data(a: dict, b: dict) -> bool:
-    """Same report data, whichever run produced it (a re-evaluation with identical results)."""
+    """Same report data, whichever run produced it (a re-evaluation with identical results).
+
+    A headline metric registered after one of them was published (mlobs.evaluate.registry) is
+    in the other only: it is derived from the data compared here, so it is left out.
+    """
+    shared = set(a.get("headline", {})) & set(b.get("headline", {}))
+
     def strip(doc: dict) -> str:
         copy = dict(doc)
         copy["run"] = {k: v for k, v in doc.get("run", {}).items() if k not in RUN_IDENTITY}
+        if "headline" in doc:
+            copy["headline"] = {k: v for k, v in doc["headline"].items() if k in shared}
         return to_json(copy)
 
     return strip(a) == strip(b)
@@ -276,9 +285,12 @@ def _previous(entries: dict[str, dict], version: str, doc: dict) -> str | None:
 
 
 def _refusal(version: str, published: dict | None, new: dict) -> str:
+    primary = registry.primary()
+
     def shown(doc: dict) -> str:
-        acc = doc["headline"].get("accuracy")
-        return f"run {doc['run']['run_id']!r}" + (f", accuracy {acc:.3f}" if acc is not None else "")
+        value = doc["headline"].get(primary.name)
+        return f"run {doc['run']['run_id']!r}" + (f", {primary.name} {primary.format(value)}"
+                                                  if value is not None else "")
 
     was = f" from {shown(published)}" if published else ""
     return (f"version {version!r} is already published{was}; its {shown(new)} gives different report "

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from mlobs import modes
+from mlobs.evaluate import registry
 from mlobs.github import markdown as md
 from mlobs.report.site import compare_name
 from mlobs.result import Report, Verdict
-
-METRICS = ("accuracy", "macro_f1", "weighted_f1", "ece", "error_rate")
-
-
-def _num(value) -> str:
-    return "—" if value is None else f"{value:.3f}"
 
 
 def render(versions, docs, pairs, published, report_url: str | None, key: str = "") -> Report:
@@ -22,21 +17,23 @@ def render(versions, docs, pairs, published, report_url: str | None, key: str = 
         return f"[{md.text(text)}]({md.url(f'{base}/{path}')})" if base else md.code(path)
 
     baseline_of = {b: a for a, b in pairs}
+    metrics = registry.metrics()
     rows = []
     for v in versions:
         h = docs[v]["headline"]
         other = baseline_of.get(v)
         cells = [link(v, f"{v}/index.html"), str(h["n"])]
-        for name in METRICS:
-            value = _num(h[name])
+        for metric in metrics:  # a version published before a metric existed lacks it: —
+            now = h.get(metric.name)
+            value = metric.format(now)
             if other:
-                before = docs[other]["headline"][name]
-                if before is not None and h[name] is not None:
-                    value += f" ({h[name] - before:+.3f})"
+                before = docs[other]["headline"].get(metric.name)
+                if before is not None and now is not None:
+                    value += f" ({metric.format_change(now - before)})"
             cells.append(value)
         cells.append(link(f"{other} → {v}", f"compare/{compare_name(other, v)}/index.html") if other else "—")
         rows.append(cells)
-    table = md.table(["Version", "n", *METRICS, "Comparison"], rows)
+    table = md.table(["Version", "n", *(m.name for m in metrics), "Comparison"], rows)
     state = []
     if published.written:
         state.append("published " + ", ".join(md.code(v) for v in published.written))

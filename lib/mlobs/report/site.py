@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlobs.errors import ConfigError, MlobsError
+from mlobs.evaluate import registry
 from mlobs.report import svg
 
 VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -96,11 +97,12 @@ def _build(tmp: Path, documents, comparisons, ordered, site: Site) -> Path:
     source = tmp / "site"
     shutil.copytree(site.source, source, ignore=shutil.ignore_patterns("content", "public", "resources"))
     content = source / "content"
+    metrics = registry.page_metrics()  # the templates iterate over these, naming no metric
     for doc in documents:
         labels = doc["labels"]
         page = {
             "title": f"Model {doc['version']}", "layout": "version",
-            "url": f"/{doc['version']}/index.html", "report": doc,
+            "url": f"/{doc['version']}/index.html", "report": doc, "metrics": metrics,
             "charts": {
                 "confusion": svg.heatmap(labels, doc["confusion"]["columns"],
                                          doc["confusion"]["matrix"], f"Confusion matrix of {doc['version']}"),
@@ -120,8 +122,9 @@ def _build(tmp: Path, documents, comparisons, ordered, site: Site) -> Path:
                 "charts": {"confusion_diff": svg.heatmap(diff["labels"], diff["columns"], diff["matrix"],
                                                          f"Confusion difference {name}", diverging=True)}}
         _write_page(content / "compare" / name / "index.md", page)
-    index = {"title": "Model reports", "versions": ordered,
-             "charts": {"history": svg.history(ordered, ["accuracy", "macro_f1"],
+    history = [m["name"] for m in metrics if m["history_line"]]
+    index = {"title": "Model reports", "versions": ordered, "metrics": metrics,
+             "charts": {"history": svg.history(ordered, history,
                                                "Headline metrics per published version")}}
     _write_page(content / "_index.md", index)
     public = tmp / "public"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mlobs import modes
 from mlobs.config import SloSettings, window_end
 from mlobs.errors import ConfigError
 from mlobs.result import Report
 
-RESULTS_JSON = "slo-results.json"
+RESULTS_JSON = modes.RESULTS_FILES[modes.SLO_VALIDATE]
 JUNIT_XML = "slo-junit.xml"
 
 
