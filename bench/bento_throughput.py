@@ -159,7 +159,7 @@ def main() -> int:
         print(f"{args.rows:,} rows × {x.shape[1]} features; {os.cpu_count()} CPUs; load average "
               f"{load:.2f}; Python {sys.version.split()[0]}; BentoML workers {args.workers}")
         lake = workdir / "lake"  # one table, a snapshot per run, as in CI with a shared catalog
-        with BentoServer("bento_service:Bench", cwd=BENCH, env=env, ready_timeout=180,
+        with BentoServer("bento_service:Bench", cwd=BENCH, env=env, ready_timeout=180, base_env=os.environ,
                          log_path=workdir / "bento.log") as server:
             # Warm-up, untimed: the server's first requests, the imports mlobs needs (pyiceberg,
             # SQLAlchemy: paid once per CLI run — see the CLI wall time) and the table's creation.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlobs.evaluate.example import write_golden_csv
+from example import write_golden_csv  # this folder's
 
 DEFAULT = Path(__file__).resolve().parent / "golden.csv"
 

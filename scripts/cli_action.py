@@ -33,7 +33,7 @@ have=$("$MLOBS_PYTHON" -c 'import mlobs; print(mlobs.__version__)' 2>/dev/null |
 if [ "$have" = "$want" ]; then
   echo "mlobs $have is installed for $MLOBS_PYTHON"
 else
-  "$MLOBS_PYTHON" -m pip install --disable-pip-version-check "$MLOBS_ROOT[evaluate]"
+  "$MLOBS_PYTHON" -m pip install --disable-pip-version-check "$MLOBS_ROOT[evaluate,serve]"
 fi
 """
 RUN = 'exec "$MLOBS_PYTHON" "$MLOBS_ROOT/entrypoint.py"\n'

@@ -43,6 +43,8 @@ MODE_IMPORTS = [
     "mlobs.loki.client", "mlobs.github.reporter", "mlobs.github.api", "mlobs.redact",
     "mlobs.evaluate.mode", "mlobs.evaluate.client", "mlobs.evaluate.dataset",
     "mlobs.evaluate.metrics", "mlobs.evaluate.render", "mlobs.evaluate.progress",
+    "mlobs.evaluate.runner", "mlobs.evaluate.contract", "mlobs.evaluate.schema",
+    "mlobs.evaluate.labels", "mlobs.evaluate.registry", "mlobs.evaluate.trust", "orjson",
     "mlobs.report.mode", "mlobs.report.data", "mlobs.report.publish", "mlobs.report.site",
     "mlobs.report.render", "mlobs.report.stores.local", "mlobs.report.stores.git",
     "mlobs.report.stores.s3", "mlobs.lake.pyiceberg_engine", "mlobs.lake.aggregate",

@@ -38,7 +38,8 @@ def server_env(home: Path, version: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served_v2(bento_home):
-    with BentoServer("service:SentimentClassifier", cwd=EVALUATION, env=server_env(bento_home, "v2")) as server:
+    with BentoServer("service:SentimentClassifier", cwd=EVALUATION, env=server_env(bento_home, "v2"),
+                     base_env=os.environ) as server:
         yield server.url
 
 

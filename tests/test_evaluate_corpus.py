@@ -14,6 +14,7 @@ predictions computed here from the very model files the services load.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ import pytest
 pytest.importorskip("bentoml")
 pytest.importorskip("pandas")  # the corpus's DataFrame APIs (dev extra)
 
-from mlobs.config import CommonSettings  # noqa: E402
+from mlobs.config import build_settings  # noqa: E402
 from mlobs.errors import ConfigError, MlobsError  # noqa: E402
 from mlobs.evaluate import mode  # noqa: E402
 from mlobs.evaluate.bento import BentoServer  # noqa: E402
@@ -61,9 +62,9 @@ def servers(corpus, tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
     env = {models.ENV: str(directory), "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     started = {
-        "new": BentoServer("new_style:Corpus", cwd=CORPUS, env=env, ready_timeout=240,
+        "new": BentoServer("new_style:Corpus", cwd=CORPUS, env=env, ready_timeout=240, base_env=os.environ,
                            log_path=home / "new.log"),
-        "legacy": BentoServer("legacy:svc", cwd=CORPUS, env=env, ready_timeout=240,
+        "legacy": BentoServer("legacy:svc", cwd=CORPUS, env=env, ready_timeout=240, base_env=os.environ,
                               log_path=home / "legacy.log"),
     }
     try:
@@ -99,9 +100,10 @@ def write_dataset(path: Path, split: models.Split, *, labels: str, drop: list[in
 
 def run_mode(workdir: Path, **params) -> dict:
     """The evaluate mode in-process; the results JSON (with the rendered comment under "body")."""
-    common = CommonSettings.build("evaluate", {"working_directory": str(workdir),
-                                               "model_version": "v1", "github_token": ""})
-    report = mode.run(common, {"label_column": "label", "slice_columns": "half", **params}, env={})
+    settings = build_settings("evaluate", {"working_directory": str(workdir), "model_version": "v1",
+                                           "github_token": "", "label_column": "label",
+                                           "slice_columns": "half", **params}, {})
+    report = mode.run(settings)
     result = json.loads((workdir / ".mlobs" / mode.RESULTS_JSON).read_text())
     return {**result, "body": report.body}
 
@@ -363,15 +365,15 @@ def test_a_failing_served_bento_leaves_its_log_under_output_dir_and_quotes_it(tm
     dataset = write_dataset(tmp_path / "golden.csv", split, labels="names",
                             features=split.features[:3])
     out = tmp_path / "out"
-    common = CommonSettings.build("evaluate", {"working_directory": str(CORPUS), "model_version": "v1",
-                                               "output_dir": str(out), "github_token": ""})
     for name, value in {models.ENV: str(directory), "BENTOML_DO_NOT_TRACK": "true",
                         "BENTOML_HOME": str(tmp_path / "home")}.items():
-        monkeypatch.setenv(name, value)  # the served Bento inherits the environment
+        monkeypatch.setenv(name, value)  # the served Bento inherits the environment the CLI read
+    settings = build_settings("evaluate", {
+        "working_directory": str(CORPUS), "model_version": "v1", "output_dir": str(out),
+        "github_token": "", "bento": "new_style:Corpus", "bento_api": "iris_labels",
+        "dataset": str(dataset), "label_column": "label", "slice_columns": "half"}, os.environ)
     with pytest.raises(MlobsError) as err:
-        mode.run(common, {"bento": "new_style:Corpus", "bento_api": "iris_labels",
-                          "dataset": str(dataset), "label_column": "label",
-                          "slice_columns": "half"}, env={})
+        mode.run(settings)
     line = err.value.one_line()
     assert line.startswith("the Bento refused the probe (8 samples sent before the dataset): "
                            "HTTP 500: An unexpected error has occurred, please check the server log.")

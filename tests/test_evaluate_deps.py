@@ -98,11 +98,47 @@ def test_a_missing_module_names_itself_and_the_routes(project, tmp_path):
     assert "acme_textkit" in (tmp_path / "bento-server.log").read_text()  # kept for the reader
 
 
+BLOCK_BENTOML = """\
+import importlib.abc, sys
+
+
+class NoBentoML(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "bentoml" or name.startswith("bentoml."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoBentoML())
+"""
+
+
+def test_serving_without_bentoml_is_one_line_naming_the_routes(project, tmp_path):
+    """The action's image has no BentoML server side: the bento input says so and how to go on,
+    before any server is started (the container test checks the same in the real image)."""
+    blocker = tmp_path / "no-bentoml"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCK_BENTOML)
+    proc = subprocess.run(
+        [str(BIN / "mlobs"), "evaluate", f"--working-directory={project['ws']}", "--github-token=",
+         "--bento=service:NeedsAcme", "--dataset=golden.csv", "--model-version=v1",
+         f"--output-dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=180,
+        env=clean_env(PYTHONPATH=str(blocker), BENTOML_HOME=str(project["home"])))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "mlobs: error: the bento input serves the Bento with BentoML, which is not installed where "
+        "mlobs runs (the action's image leaves BentoML's server side out: serving needs the Bento's "
+        "own dependencies anyway) — run the Bento in its own container (bentoml containerize; a job "
+        "`services:` entry) and attach with bento-url, or run mlobs beside your dependencies with "
+        "`uses: org/ml-observability-action/cli@v1` (README: Bentos with their own dependencies)"]
+    assert not (tmp_path / "out" / "bento-server.log").exists()  # nothing was started
+
+
 def test_route_1_the_bentos_own_environment_and_bento_url(project, tmp_path):
     # The Bento runs where its library is (its container); mlobs runs where it is not.
     env = {"PYTHONPATH": str(project["site"]), "BENTOML_HOME": str(project["home"])}
     with BentoServer("service:NeedsAcme", cwd=project["ws"], env=env, ready_timeout=180,
-                     log_path=tmp_path / "bento.log") as bento:
+                     log_path=tmp_path / "bento.log", base_env=os.environ) as bento:
         proc = subprocess.run(
             [str(BIN / "mlobs"), "evaluate", f"--working-directory={project['ws']}",
              "--github-token=", f"--bento-url={bento.url}", "--dataset=golden.csv",

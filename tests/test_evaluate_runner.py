@@ -64,7 +64,7 @@ def stored_model(home: Path, version: str):
 @pytest.fixture(scope="module")
 def server(bento_home):
     env = {"BENTOML_HOME": str(bento_home), "MLOBS_EXAMPLE_MODEL": "mlobs-sentiment:v1"}
-    with BentoServer("service:SentimentClassifier", cwd=EVALUATION, env=env, ready_timeout=120,
+    with BentoServer("service:SentimentClassifier", cwd=EVALUATION, env=env, ready_timeout=120, base_env=os.environ,
                      log_path=bento_home / "serve.log") as srv:
         yield srv
 
@@ -195,7 +195,8 @@ def test_broken_service_reports_its_log_tail_and_leaves_nothing_behind(tmp_path)
     (tmp_path / "broken_svc.py").write_text(
         "import bentoml\nraise RuntimeError('model store has no mlobs-sentiment')\n")
     with pytest.raises(SourceUnavailable) as err, BentoServer(
-            "broken_svc:Nope", cwd=tmp_path, ready_timeout=60, log_path=tmp_path / "bento.log"):
+            "broken_svc:Nope", cwd=tmp_path, ready_timeout=60, log_path=tmp_path / "bento.log",
+            base_env=os.environ):
         pass
     msg = err.value.one_line()
     assert "broken_svc:Nope" in msg and "exited with code" in msg
@@ -213,7 +214,7 @@ def test_service_that_never_gets_ready_is_stopped_at_the_deadline(tmp_path, monk
     (tmp_path / "stuck_svc.py").write_text("import time\ntime.sleep(600)\n")
     with pytest.raises(SourceUnavailable, match="was not ready after 2 s"), BentoServer(
             "stuck_svc:Svc", cwd=tmp_path, ready_timeout=2, stop_grace=2,
-            log_path=tmp_path / "bento.log"):
+            log_path=tmp_path / "bento.log", base_env=os.environ):
         pass
     assert wait_gone("stuck_svc:Svc") == []
     beats = [r.getMessage() for r in caplog.records

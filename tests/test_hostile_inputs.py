@@ -285,7 +285,8 @@ def bento_url(tmp_path_factory):
                    capture_output=True, timeout=300)
     server_env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true",
                   "MLOBS_EXAMPLE_MODEL": "mlobs-sentiment:v1"}
-    with BentoServer("service:SentimentClassifier", cwd=EVALUATION, env=server_env) as server:
+    with BentoServer("service:SentimentClassifier", cwd=EVALUATION, env=server_env,
+                     base_env=os.environ) as server:
         yield server.url
 
 

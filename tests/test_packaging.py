@@ -1,9 +1,11 @@
-"""The built package (the wheel the image installs) holds what the action runs and nothing else:
+"""The built package (the wheel the image installs, built from the image's build context) holds
+what the action runs and nothing else:
 its modules, the bundled SLO contracts and the report site — not the OpenFaaS function, the
 example Bento or the test fixtures — and it finds its assets when installed outside the checkout."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -19,11 +21,28 @@ NOT_SHIPPED = ("mlobs/function/", "mlobs_function/", "mlobs/evaluate/example.py"
                "mlobs/lake/synthetic.py", "tests/", "bench/", "evaluation/", "function/")
 
 
+def build_context(target: Path) -> Path:
+    """The image's build context: what .dockerignore lets in (an allow-list), copied fresh — a
+    wheel built in the checkout could pick up a stale build/ folder."""
+    allowed = [line[1:] for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in allowed:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=ignore)
+        elif source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    context = build_context(tmp_path_factory.mktemp("context"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "-q", "-w", str(out), str(REPO)], capture_output=True, text=True,
+                           "-q", "-w", str(out), str(context)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     (built,) = out.glob("ml_observability_action-*.whl")

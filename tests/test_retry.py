@@ -137,7 +137,8 @@ def test_retry_after_header_forms():
 
 # --- every retrying caller uses the policy ------------------------------------------------------
 
-RETRYING_MODULES = ["loki/client.py", "lake/pyiceberg_engine.py", "lake/spark_engine.py",
+RETRYING_MODULES = ["loki/client.py", "evaluate/client.py", "lake/pyiceberg_engine.py",
+                    "lake/spark_engine.py",
                     "lake/catalog.py", "report/publish.py"]
 
 

@@ -18,7 +18,14 @@ from collections.abc import Callable
 import click
 
 from mlobs import __version__, modes
-from mlobs.config import CommonSettings, LakeSettings, PublishSettings, SloSettings, input_default
+from mlobs.config import (
+    CommonSettings,
+    EvaluateSettings,
+    LakeSettings,
+    PublishSettings,
+    SloSettings,
+    input_default,
+)
 from mlobs.evaluate import registry  # the headline metrics: light, for the max-regression help
 
 # Options whose values are secrets: masked in Actions, passed by env (never argv) by entrypoint.py,
@@ -56,6 +63,7 @@ common = defaults(CommonSettings)
 slo = defaults(SloSettings)
 lake = defaults(LakeSettings)
 report = defaults(PublishSettings)
+evaluation = defaults(EvaluateSettings)
 
 
 COMMON_OPTIONS = [
@@ -133,32 +141,33 @@ EVALUATE_OPTIONS = [
     opt("bento", "A Bento tag or path to serve."),
     opt("bento-url", "URL of a running Bento to attach to instead."),
     opt("bento-api", "The Bento API to call (its OpenAPI schema says how the input columns are "
-        "sent).", default="predict", show_default=True),
+        "sent).", default=evaluation("bento-api"), show_default=True),
     opt("dataset", "Golden dataset: Parquet, CSV or JSON lines."),
     opt("input-columns", "Dataset columns sent to the model (comma-separated)."),
-    opt("label-column", "Dataset column holding the true label.", default="label",
-        show_default=True),
+    opt("label-column", "Dataset column holding the true label.",
+        default=evaluation("label-column"), show_default=True),
     opt("slice-columns", "Dataset columns to slice metrics by (comma-separated)."),
     opt("id-column", "Dataset column with a unique sample id (default: the row number)."),
     opt("batch-size", "Samples per request to the Bento: auto (grown while throughput grows, "
-        "shrunk on 413 or timeouts) or a fixed number.", default="auto", show_default=True),
-    opt("concurrency", "Requests in flight at once.", type=click.IntRange(1), default=4,
+        "shrunk on 413 or timeouts) or a fixed number.", default=evaluation("batch-size"),
         show_default=True),
+    opt("concurrency", "Requests in flight at once.", type=click.IntRange(1),
+        default=evaluation("concurrency"), show_default=True),
     opt("max-regression", registry.gate_help()),
     opt("run-id", "Run id in the table; a retried run with the same id writes nothing "
         "(default: from GITHUB_RUN_ID, model version and dataset hash)."),
     opt("max-error-rate", "Largest share of failed samples a run may have and still be recorded "
         "(0.05 or 5%); above it, or when every sample failed, the run is not committed and the "
-        "step exits 2.", default="0.05", show_default=True),
+        "step exits 2.", default=evaluation("max-error-rate"), show_default=True),
     opt("class-names", "Class names in index order (comma-separated, or a file with one per "
         "line): map class indices and probability columns to names."),
     opt("prediction-path", "Where the predictions are in an answer of another shape: a dotted "
         "path, '*' for each item of a list (e.g. output.labels, results.*.top)."),
     opt("input-format", "How input columns are sent when the API's schema is ambiguous: auto, "
         "columns, row, records, dataframe or array, optionally FORMAT:PARAMETER.",
-        default="auto", show_default=True),
-    opt("bento-timeout", "Seconds to wait for one answer from the Bento.", default="60",
-        show_default=True),
+        default=evaluation("input-format"), show_default=True),
+    opt("bento-timeout", "Seconds to wait for one answer from the Bento.",
+        default=evaluation("bento-timeout"), show_default=True),
     opt("deadline", "Overall time limit of the evaluation, e.g. 900, 15m, 2h (default: none)."),
 ]
 
@@ -257,10 +266,7 @@ def run_mode(mode: str, params: dict) -> None:
                                   github=GithubContext.from_env(env))
             settings = build_mode(common, params)
             implementation = importlib.import_module(MODE_IMPLEMENTATIONS[mode])
-            if mode == modes.EVALUATE:  # its settings arrive with issue 11's evaluate changes
-                report = implementation.run(common, params, env)
-            else:
-                report = implementation.run(settings)
+            report = implementation.run(settings)
             _reporter(common, actions).publish(report)
         except MlobsError as exc:
             fail(actions, exc, common)

@@ -160,13 +160,39 @@ class PublishSettings:
     hugo_dir: Path | None = None  # None: the bundled site
 
 
+@dataclass(frozen=True, kw_only=True)
+class EvaluateSettings:
+    common: CommonSettings
+    lake: LakeSettings
+    dataset: Path | None = None  # required: validated when built
+    bento: str | None = None  # a Bento to serve (BentoML's server side: the serve extra)
+    bento_url: str | None = None  # or a running one to attach to
+    bento_api: str = "predict"
+    input_columns: tuple[str, ...] = ()  # none: every column but the label, id and slices
+    label_column: str = "label"
+    slice_columns: tuple[str, ...] = ()
+    id_column: str | None = None
+    batch_size: int | None = field(default=None, metadata={"input": "auto"})  # None: measured
+    concurrency: int = 4
+    gates: tuple = ()  # max-regression, parsed (mlobs.evaluate.compare.Gate)
+    run_id: str | None = None  # None: from GITHUB_RUN_ID, model version and dataset hash
+    max_error_rate: float = 0.05
+    class_names: Any = None  # mlobs.evaluate.labels.ClassNames | None
+    prediction_path: tuple[str, ...] | None = None
+    input_format: tuple[str, str | None] | None = field(default=None, metadata={"input": "auto"})
+    bento_timeout: float = 60  # seconds for one answer
+    deadline: float | None = None  # seconds for the whole evaluation
+    commit_sha: str | None = None  # GITHUB_SHA: recorded with the run
+
+
 # The settings class (and the nested field) of each mode's inputs, for defaults and the tests.
 MODE_SETTINGS: dict[str, tuple[type, ...]] = {
     modes.SLO_VALIDATE: (CommonSettings, SloSettings),
+    modes.EVALUATE: (CommonSettings, LakeSettings, EvaluateSettings),
     modes.PUBLISH_REPORT: (CommonSettings, LakeSettings, PublishSettings),
 }
 # Inputs whose field has another name (the input's name is the action's public contract).
-FIELD_NAMES = {"vars": "variables"}
+FIELD_NAMES = {"vars": "variables", "max-regression": "gates"}
 
 
 def input_default(option: str, *classes: type) -> Any:
@@ -177,6 +203,8 @@ def input_default(option: str, *classes: type) -> Any:
         for f in fields(cls):
             if f.name != name:
                 continue
+            if "input" in f.metadata:  # typed None, written as a word (batch-size: auto)
+                return f.metadata["input"]
             value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             if isinstance(value, Enum):
                 return value.value
@@ -223,7 +251,9 @@ def build_mode(common: CommonSettings, params: Mapping[str, object]):
         return _slo(common, _Inputs(params), common.env)
     if common.mode == modes.PUBLISH_REPORT:
         return _publish(common, _Inputs(params))
-    return common
+    if common.mode == modes.EVALUATE:
+        return _evaluate(common, _Inputs(params))
+    raise ConfigError(f"unknown mode {common.mode!r}")
 
 
 class _Inputs:
@@ -400,6 +430,57 @@ def _publish(common: CommonSettings, inputs: _Inputs) -> PublishSettings:
     )
 
 
+def _evaluate(common: CommonSettings, inputs: _Inputs) -> EvaluateSettings:
+    from mlobs.evaluate.compare import parse_gates
+    from mlobs.evaluate.contract import parse_path
+    from mlobs.evaluate.labels import ClassNames
+    from mlobs.evaluate.runner import parse_batch_size, parse_duration
+    from mlobs.evaluate.schema import parse_input_format
+    from mlobs.evaluate.trust import parse_max_error_rate
+
+    if not common.model_version:
+        raise ConfigError("evaluate needs model-version: it names the run in the Iceberg table")
+    dataset = inputs.text("dataset")
+    if not dataset:
+        raise ConfigError("evaluate needs dataset: a Parquet, CSV or JSON-lines golden set")
+    bento, bento_url = inputs.text("bento"), inputs.text("bento_url")
+    if bool(bento) == bool(bento_url):
+        raise ConfigError("set exactly one of bento (a Bento to serve) or bento-url (a running one)")
+    if bento_url and not bento_url.startswith(("http://", "https://")):
+        raise ConfigError(f"bento-url must start with http:// or https://, got {bento_url!r}")
+    d = {name: _default(EvaluateSettings, name)
+         for name in ("bento_api", "label_column", "max_error_rate", "bento_timeout")}
+    max_error_rate = inputs.text("max_error_rate")
+    return EvaluateSettings(
+        common=common,
+        lake=_lake(common, inputs),
+        dataset=resolve(common.working_directory, dataset),
+        bento=bento,
+        bento_url=bento_url,
+        bento_api=inputs.text("bento_api") or d["bento_api"],
+        input_columns=tuple(_columns(inputs.text("input_columns"))),
+        label_column=inputs.text("label_column") or d["label_column"],
+        slice_columns=tuple(_columns(inputs.text("slice_columns"))),
+        id_column=inputs.text("id_column"),
+        batch_size=parse_batch_size(inputs.text("batch_size")),
+        concurrency=_number(inputs, "concurrency", EvaluateSettings, int, 1),
+        gates=tuple(parse_gates(inputs.text("max_regression"))),
+        run_id=inputs.text("run_id"),
+        max_error_rate=parse_max_error_rate(max_error_rate) if max_error_rate else d["max_error_rate"],
+        class_names=ClassNames.parse(inputs.text("class_names"), common.working_directory),
+        prediction_path=parse_path(inputs.text("prediction_path")),
+        input_format=parse_input_format(inputs.text("input_format")),
+        bento_timeout=parse_duration(inputs.text("bento_timeout"), "bento-timeout")
+        or d["bento_timeout"],
+        deadline=parse_duration(inputs.text("deadline"), "deadline"),
+        commit_sha=text(common.env.get("GITHUB_SHA")),
+    )
+
+
+def _columns(value: str | None) -> list[str]:
+    return [c.strip() for c in (value or "").split(",") if c.strip()]
+
+
 # --- values ------------------------------------------------------------------------------------
 
 
@@ -490,4 +571,4 @@ def _environment(value: str | None) -> str | None:
     return value
 
 
-_ALL_CLASSES = (CommonSettings, LakeSettings, SloSettings, PublishSettings)
+_ALL_CLASSES = (CommonSettings, LakeSettings, SloSettings, PublishSettings, EvaluateSettings)

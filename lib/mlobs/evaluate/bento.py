@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -32,7 +33,7 @@ import urllib3
 
 from mlobs.errors import ConfigError, SourceUnavailable
 
-__all__ = ["BentoServer", "BentoStartError", "free_port"]
+__all__ = ["BentoServer", "BentoStartError", "bentoml_installed", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ class BentoStartError(SourceUnavailable):
         self.log_path = log_path
 
 
+def bentoml_installed() -> bool:
+    """Whether ``python -m bentoml`` can run here (the serve extra; not in the action's image)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("bentoml") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the server binds it; a lost race is retried once)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -70,7 +81,8 @@ class BentoServer:
 
     ``target`` is anything ``bentoml serve`` accepts: ``module:Class``, a Bento tag from the
     local store, or a path to a Bento / a folder with a bentofile.yaml (relative to ``cwd``).
-    ``env`` is added to this process's environment for the server only.
+    The server runs in ``base_env`` (the environment the CLI read: ``CommonSettings.env``) with
+    ``env`` added, for the server only.
     """
 
     target: str
@@ -81,6 +93,7 @@ class BentoServer:
     log_path: Path | None = None  # default: a temporary file, removed after a clean stop
     keep_log: bool = True  # keep a given log_path after a clean stop too (always kept on failure)
     host: str = "127.0.0.1"
+    base_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     url: str = field(default="", init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _own_log: bool = field(default=False, init=False, repr=False)
@@ -104,6 +117,11 @@ class BentoServer:
         cwd = Path(self.cwd)
         if not cwd.is_dir():
             raise ConfigError(f"working directory for the Bento does not exist: {cwd}")
+        if not bentoml_installed():
+            raise ConfigError(
+                "the bento input serves the Bento with BentoML, which is not installed where mlobs "
+                "runs (the action's image leaves BentoML's server side out: serving needs the "
+                f"Bento's own dependencies anyway) — {DEPENDENCY_ROUTES}")
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="mlobs-bento-", suffix=".log")
             os.close(fd)
@@ -175,7 +193,7 @@ class BentoServer:
     def _spawn(self, cwd: Path) -> None:
         port = free_port(self.host)
         self.url = f"http://{self.host}:{port}"
-        env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1",
+        env = {**self.base_env, "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1",
                "NO_COLOR": "1", **(self.env or {})}
         # The interpreter running us, not whatever `bentoml` is first on PATH.
         cmd = [sys.executable, "-m", "bentoml", "serve", self.target,

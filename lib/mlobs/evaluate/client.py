@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -47,19 +46,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import urllib3
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_before_delay,
-    wait_random_exponential,
-)
 
 from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
 from mlobs.evaluate.contract import Columns, OutputReader, Unreadable
 from mlobs.evaluate.progress import Progress
 from mlobs.evaluate.schema import Packing
 from mlobs.lake.schema import sample_arrow_schema
+from mlobs.retry import Backoff, retry_after_seconds
 
 __all__ = ["BatchSizer", "BentoStopped", "BentoUnreachable", "DeadlineExceeded", "ProbeFailed",
            "fetch_openapi", "predict"]
@@ -69,9 +62,10 @@ log = logging.getLogger(__name__)
 SAMPLE_ID = "sample_id"
 PROBE_ROWS = 8
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_BACKOFF_BASE_S = 0.05  # BentoML sheds load with 503 for milliseconds, not seconds
-_BACKOFF_CAP_S = 2.0
 _REACH_GRACE_S = 10.0  # how long the first contact may keep failing to connect
+# The package's one retry policy (mlobs.retry); BentoML sheds load with 503 for milliseconds, not
+# seconds, hence the small base. Each use sets its own deadline.
+_BACKOFF = Backoff(base=0.05, cap=2.0, deadline=_REACH_GRACE_S)
 _MAX_REASON = 200
 _MAX_LOGGED_FAILURES = 10
 _SPLIT_BUDGET = 256  # extra requests spent isolating samples the model fails on
@@ -231,10 +225,7 @@ def fetch_openapi(url: str, *, timeout: float = 30.0) -> dict[str, Any] | None:
     http = urllib3.PoolManager(retries=False)
     # The first contact: a server that is still binding its port refuses connections for a moment,
     # so connection errors (never read timeouts) are retried for a short grace period.
-    retrying = Retrying(stop=stop_before_delay(_REACH_GRACE_S),
-                        wait=wait_random_exponential(multiplier=_BACKOFF_BASE_S, max=_BACKOFF_CAP_S),
-                        retry=retry_if_exception_type(urllib3.exceptions.NewConnectionError),
-                        reraise=True)
+    retrying = _BACKOFF.retrying(urllib3.exceptions.NewConnectionError)
     try:
         for attempt in retrying:
             with attempt:
@@ -649,13 +640,11 @@ class _Transport:
     pool_size: int
     stopping: threading.Event = field(default_factory=threading.Event)
     _pool: urllib3.PoolManager = field(init=False, repr=False)
-    _jitter: Any = field(init=False, repr=False)
     _splits: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._pool = urllib3.PoolManager(maxsize=self.pool_size, block=False, retries=False)
-        self._jitter = wait_random_exponential(multiplier=_BACKOFF_BASE_S, max=_BACKOFF_CAP_S)
 
     @property
     def endpoint(self) -> str:
@@ -802,16 +791,10 @@ class _Transport:
         if self.alive is not None and not self.alive():
             raise _Fatal("the Bento's server process has exited")
 
-    def _retrying(self, window: float) -> Retrying:
-        stop = stop_before_delay(window) | (lambda rs: self.stopping.is_set())
-        return Retrying(stop=stop, wait=self._wait, retry=retry_if_exception_type(_Retryable),
-                        sleep=self.stopping.wait, reraise=True)
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, self.retry_window)
-        return float(self._jitter(state))
+    def _retrying(self, window: float):
+        """The shared policy within ``window``; a stopping run gives up, and its waits end at once."""
+        return _BACKOFF.within(window).retrying(_Retryable, stop_if=self.stopping.is_set,
+                                                sleep=self.stopping.wait)
 
     def _attempt(self, method: str, url: str, body: bytes | None, timeout: float,
                  *, check_status: bool = True) -> bytes:
@@ -833,7 +816,8 @@ class _Transport:
         if response.status == 413:
             raise _TooBig(_short(reason))
         if response.status in _RETRY_STATUSES:
-            raise _Retryable(reason, retry_after=_retry_after(response.headers.get("Retry-After")))
+            raise _Retryable(reason,
+                             retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         raise _Failed(_short(reason))
 
 
@@ -878,14 +862,6 @@ def _error_text(data: bytes) -> str:
             message += f" ({detail})"
         return _short(message)
     return _short(text)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from model servers; fall back to backoff
-    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _short(text: str) -> str:

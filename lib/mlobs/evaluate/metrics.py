@@ -70,14 +70,21 @@ class RunMetrics:
     slices: list[SliceMetrics]
 
 
+def labels_of(*runs: list[dict]) -> list[str]:
+    """The classes of one or more runs' aggregate rows: every true label and every prediction that
+    is not an error, sorted — the one label list a run and its baseline are scored over."""
+    return sorted({r["label"] for rows in runs for r in rows if r["label"] is not None}
+                  | {r["prediction"] for rows in runs for r in rows
+                     if r["prediction"] is not None and not r["is_error"]})
+
+
 def from_aggregate(rows: list[dict], bins: int = 10, labels: list[str] | None = None) -> RunMetrics:
     """Metrics for the run and each slice from ``engine.aggregate(...).to_pylist()``."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["slice_name"] or "", row["slice_value"] or "")].append(row)
     if labels is None:
-        labels = sorted({r["label"] for r in rows if r["label"] is not None}
-                        | {r["prediction"] for r in rows if r["prediction"] is not None and not r["is_error"]})
+        labels = labels_of(rows)
     overall = _metrics(groups.get(WHOLE_RUN, []), labels, bins)
     slices = [SliceMetrics(name, value, _metrics(group, labels, bins))
               for (name, value), group in sorted(groups.items()) if (name, value) != WHOLE_RUN]

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mlobs import __version__, modes
-from mlobs.config import CommonSettings, resolve
-from mlobs.errors import ConfigError
+from mlobs.config import EvaluateSettings
 from mlobs.result import Report, Verdict
 
 log = logging.getLogger(__name__)
@@ -23,111 +18,38 @@ SERVER_LOG = "bento-server.log"
 _READ_ROWS = 4096  # rows per read from the dataset file when batches are sized automatically
 
 
-@dataclass(frozen=True)
-class EvaluateSettings:
-    dataset: Path
-    bento: str | None
-    bento_url: str | None
-    bento_api: str
-    input_columns: list[str] | None
-    label_column: str
-    slice_columns: list[str]
-    id_column: str | None
-    batch_size: int | None  # None: sized by measurement
-    concurrency: int
-    catalog: str | None
-    table: str
-    engine: str
-    spark_master: str
-    gates: list
-    run_id: str | None
-    commit_sha: str | None
-    max_error_rate: float
-    class_names: object = None  # labels.ClassNames | None
-    prediction_path: tuple[str, ...] | None = None
-    input_format: tuple[str, str | None] | None = None
-    bento_timeout: float = 60.0
-    deadline: float | None = None  # seconds for the whole evaluation
-
-    @classmethod
-    def build(cls, common: CommonSettings, params: Mapping[str, object],
-              env: Mapping[str, str]) -> EvaluateSettings:
-        from mlobs.evaluate.compare import parse_gates
-        from mlobs.evaluate.contract import parse_path
-        from mlobs.evaluate.labels import ClassNames
-        from mlobs.evaluate.runner import parse_batch_size, parse_duration
-        from mlobs.evaluate.schema import parse_input_format
-        from mlobs.evaluate.trust import parse_max_error_rate
-
-        if not common.model_version:
-            raise ConfigError("evaluate needs model-version: it names the run in the Iceberg table")
-        dataset = _text(params.get("dataset"))
-        if not dataset:
-            raise ConfigError("evaluate needs dataset: a Parquet, CSV or JSON-lines golden set")
-        bento, bento_url = _text(params.get("bento")), _text(params.get("bento_url"))
-        if bool(bento) == bool(bento_url):
-            raise ConfigError("set exactly one of bento (a Bento to serve) or bento-url (a running one)")
-        if bento_url and not bento_url.startswith(("http://", "https://")):
-            raise ConfigError(f"bento-url must start with http:// or https://, got {bento_url!r}")
-        return cls(
-            dataset=resolve(common.working_directory, dataset),
-            bento=bento, bento_url=bento_url,
-            bento_api=_text(params.get("bento_api")) or "predict",
-            input_columns=_columns(params.get("input_columns")) or None,
-            label_column=_text(params.get("label_column")) or "label",
-            slice_columns=_columns(params.get("slice_columns")),
-            id_column=_text(params.get("id_column")),
-            batch_size=parse_batch_size(_text(params.get("batch_size"))),
-            concurrency=int(params.get("concurrency") or 4),
-            catalog=_text(params.get("catalog")),
-            table=_text(params.get("table")) or "mlobs.predictions",
-            engine=_text(params.get("engine")) or "pyiceberg",
-            spark_master=_text(params.get("spark_master")) or "local[*]",
-            gates=parse_gates(_text(params.get("max_regression"))),
-            run_id=_text(params.get("run_id")),
-            commit_sha=env.get("GITHUB_SHA") or None,
-            max_error_rate=parse_max_error_rate(params.get("max_error_rate")),
-            class_names=ClassNames.parse(_text(params.get("class_names")), common.working_directory),
-            prediction_path=parse_path(_text(params.get("prediction_path"))),
-            input_format=parse_input_format(_text(params.get("input_format"))),
-            bento_timeout=parse_duration(_text(params.get("bento_timeout")), "bento-timeout") or 60.0,
-            deadline=parse_duration(_text(params.get("deadline")), "deadline"),
-        )
-
-
-def default_run_id(env: Mapping[str, str], model_version: str, dataset_hash: str) -> str:
-    """Stable across re-runs of the same workflow run (so a retry is idempotent); unique locally."""
-    if env.get("GITHUB_RUN_ID"):
-        return f"gh{env['GITHUB_RUN_ID']}-{model_version}-{dataset_hash[:8]}"
+def default_run_id(run_id: str | None, model_version: str, dataset_hash: str) -> str:
+    """Stable across re-runs of the same workflow run (``GITHUB_RUN_ID``: a retry is idempotent);
+    unique locally."""
+    if run_id:
+        return f"gh{run_id}-{model_version}-{dataset_hash[:8]}"
     return f"local-{uuid.uuid4().hex[:12]}"
 
 
-def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, str] | None = None) -> Report:
+def run(settings: EvaluateSettings) -> Report:
     from mlobs.evaluate import render
     from mlobs.evaluate.dataset import open_dataset
     from mlobs.evaluate.trust import TrustGate, tally_run
-    from mlobs.lake.catalog import CatalogConfig
-    from mlobs.lake.engine import open_engine
     from mlobs.lake.runs import RunRefused, check_identity
 
-    env = os.environ if env is None else env
-    settings = EvaluateSettings.build(common, params, env)
+    common = settings.common
     deadline = time.monotonic() + settings.deadline if settings.deadline else None
     version = common.model_version
     assert version is not None
     # Validate everything cheap before starting a model server.
-    dataset = open_dataset(settings.dataset, input_columns=settings.input_columns,
-                           label_column=settings.label_column, slice_columns=settings.slice_columns,
-                           id_column=settings.id_column,
+    dataset = open_dataset(settings.dataset, input_columns=list(settings.input_columns) or None,
+                           label_column=settings.label_column,
+                           slice_columns=list(settings.slice_columns), id_column=settings.id_column,
                            batch_size=settings.batch_size or _READ_ROWS)
     check = dataset.check(settings.class_names)  # duplicate ids, labels: before anything is sent
     if check.unlabeled:
         log.warning("%d row(s) without a label will not be scored", check.unlabeled)
     dataset_hash = dataset.sha256()
-    catalog = CatalogConfig.parse(settings.catalog, settings.table, common.output_dir / "lake", env=env)
-    engine = open_engine(settings.engine, catalog, settings.spark_master)
+    catalog = settings.lake.catalog_config
+    engine = settings.lake.open_engine()
     try:
-        run_id = settings.run_id or default_run_id(env, version, dataset_hash)
+        github_run = common.github.run_id if common.github is not None else None
+        run_id = settings.run_id or default_run_id(github_run, version, dataset_hash)
         info, written = engine.find_run(run_id), False
         if info is not None:
             # A retry of this very run is answered by its commit; another run under its id is not.
@@ -178,11 +100,12 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
         common.output_dir.mkdir(parents=True, exist_ok=True)
         ready = 120.0 if deadline is None else max(1.0, min(120.0, deadline - time.monotonic()))
         server = BentoServer(target, cwd=common.working_directory, ready_timeout=ready,
-                             log_path=common.output_dir / SERVER_LOG, keep_log=False)
+                             log_path=common.output_dir / SERVER_LOG, keep_log=False,
+                             base_env=common.env)
     with server or nullcontext() as served:
         try:
             url = settings.bento_url or served.url
-            with Progress(total=check.labeled, label=version) as progress:
+            with Progress(total=check.labeled, label=version, ci=common.in_ci) as progress:
                 batches = predictions(url, dataset, check, call, progress=progress,
                                       deadline=deadline, alive=served.alive if served else None)
                 written = engine.write_run(gate.watch(batches), run_id=run_id, model_version=version,
@@ -201,7 +124,7 @@ def _evaluate(settings, common, dataset, engine, *, run_id, version, dataset_has
 
 def _judge(engine, info, settings, common, written, errors):
     from mlobs.evaluate import compare, render
-    from mlobs.evaluate.metrics import from_aggregate
+    from mlobs.evaluate.metrics import from_aggregate, labels_of
     from mlobs.lake.runs import resolve_run
 
     current_rows = engine.aggregate(info).to_pylist()
@@ -209,9 +132,7 @@ def _judge(engine, info, settings, common, written, errors):
     baseline = resolve_run(engine, common.baseline_version, exclude_run_id=info.run_id,
                            required=False) if common.baseline_version else None
     baseline_rows = engine.aggregate(baseline).to_pylist() if baseline else []
-    labels = sorted({r["label"] for r in current_rows + baseline_rows if r["label"] is not None}
-                    | {r["prediction"] for r in current_rows + baseline_rows
-                       if r["prediction"] is not None and not r["is_error"]})
+    labels = labels_of(current_rows, baseline_rows)
     metrics = from_aggregate(current_rows, labels=labels)
     baseline_metrics = from_aggregate(baseline_rows, labels=labels) if baseline else None
     other_dataset = bool(baseline and baseline.dataset_hash and info.dataset_hash
@@ -275,14 +196,3 @@ def _refused(refused, gate, settings, common, *, run_id, dataset_hash, table):
         dataset_hash=dataset_hash, commit_sha=settings.commit_sha, written=False, metrics=None,
         baseline_version=common.baseline_version, errors=errors,
         max_error_rate=settings.max_error_rate)
-
-
-def _columns(value: object) -> list[str]:
-    return [c.strip() for c in str(value or "").split(",") if c.strip()]
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None

@@ -1,7 +1,7 @@
 """Progress of an evaluation: a bar on a terminal, periodic plain lines in CI logs.
 
 CI logs are not terminals: a redrawn bar would become thousands of lines there. So without a
-TTY (or under ``CI``/``GITHUB_ACTIONS``) a line is logged at every 10 % step or every 10 s,
+TTY (or in CI: ``ci``, which the CLI sets from ``CI``/``GITHUB_ACTIONS``) a line is logged at every 10 % step or every 10 s,
 whichever comes first, plus a final one:
 ``evaluated 3,200/10,000 samples (32%), 2,950/s, 3 errors``.
 """
@@ -9,7 +9,6 @@ whichever comes first, plus a final one:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,23 +30,22 @@ def format_line(done: int, total: int | None, rate: float, errors: int) -> str:
     return f"{head}, {rate:,.0f}/s, {errors:,} error{'' if errors == 1 else 's'}"
 
 
-def _is_interactive(stream: TextIO) -> bool:
-    if os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS"):
-        return False
-    return bool(getattr(stream, "isatty", lambda: False)())
+def _is_interactive(stream: TextIO, ci: bool) -> bool:
+    return not ci and bool(getattr(stream, "isatty", lambda: False)())
 
 
 @dataclass
 class Progress:
     """Call :meth:`update` per finished batch and :meth:`close` once at the end (idempotent).
 
-    ``tty`` None decides from ``stream``; ``emit`` receives the CI lines (default: logged at
+    ``tty`` None decides from ``stream`` and ``ci``; ``emit`` receives the CI lines (default: logged at
     INFO on ``mlobs.evaluate``). Not thread-safe: update it from the thread that consumes results.
     """
 
     total: int | None = None
     label: str = ""
     tty: bool | None = None
+    ci: bool = False  # output goes to a CI log (CommonSettings.in_ci): lines, never a bar
     every_s: float = 10.0
     every_fraction: float = 0.1
     stream: TextIO | None = None
@@ -64,7 +62,7 @@ class Progress:
 
     def __post_init__(self) -> None:
         stream = self.stream if self.stream is not None else sys.stderr
-        interactive = _is_interactive(stream) if self.tty is None else self.tty
+        interactive = _is_interactive(stream, self.ci) if self.tty is None else self.tty
         self._started = self._last_at = self.clock()
         if interactive:
             self._start_bar(stream)

@@ -1,4 +1,7 @@
-"""The example sentiment model behind ``evaluation/``: templated data, training, the model store.
+"""The example sentiment model of this folder: templated data, training, the model store.
+
+Part of the example Bento, not of the action: ``train.py`` and ``make_golden.py`` import it from
+here, and it needs only the standard library, scikit-learn, joblib and BentoML.
 
 Everything here is deterministic (seeded ``random.Random``, no downloads), so the golden set,
 the training data and both model versions are reproduced byte for byte on any machine.
@@ -19,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from mlobs.errors import ConfigError
 
 __all__ = [
     "CLASSES",
@@ -216,7 +217,7 @@ def train(version: str) -> Any:
 
     recipe = VERSIONS.get(version)
     if recipe is None:
-        raise ConfigError(f"unknown example model version {version!r}; known: {', '.join(VERSIONS)}")
+        raise ValueError(f"unknown example model version {version!r}; known: {', '.join(VERSIONS)}")
     rows = training_rows()[: recipe.train_rows]
     texts, labels = [t for t, _ in rows], [lab for _, lab in rows]
     model = Pipeline([
