@@ -29,6 +29,7 @@ from __future__ import annotations
 import compileall
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -141,8 +142,20 @@ def strip(libraries: list[Path]) -> int:
     return sum(len(originals[p]) - p.stat().st_size for p in libraries)
 
 
+def importable(names: list[str]) -> list[str]:
+    """Which of ``names`` import in a fresh interpreter (an image without the evaluate extra
+    cannot import the modes that need it: those are not asked of it after the trim either)."""
+    code = ("import importlib, json, sys\nok = []\nfor name in sys.argv[1:]:\n"
+            "    try:\n        importlib.import_module(name)\n        ok.append(name)\n"
+            "    except Exception:\n        pass\nprint(json.dumps(ok))\n")
+    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main(venv: Path) -> int:
     site = next((venv / "lib").glob("python3*/site-packages"))
+    wanted = importable([*MODE_IMPORTS, "boto3", "sklearn.metrics"])
     say("test suites", remove([p for p in site.rglob("tests") if p.is_dir()]))
     models = site / "botocore" / "data"
     if models.is_dir():
@@ -183,12 +196,16 @@ def main(venv: Path) -> int:
 
     # Bytecode for the package and what its modes import; the import doubles as the check.
     sys.dont_write_bytecode = False
-    for name in MODE_IMPORTS:
+    for name in wanted:  # whatever imported before the trim must import after it
         importlib.import_module(name)
-    import boto3
+    if "boto3" in wanted:
+        import boto3
 
-    boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
-    exec(CALLS, {})
+        boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
+    if {"mlobs.stats", "sklearn.metrics"} <= set(wanted):
+        exec(CALLS, {})
+    print(f"slim_venv: {len(wanted)} of {len(MODE_IMPORTS) + 2} mode imports present, all still "
+          "import", flush=True)
     loaded = {Path(m.__file__) for m in list(sys.modules.values())
               if getattr(m, "__file__", None) and m.__file__.endswith(".py")}
     for path in sorted(loaded):

@@ -320,3 +320,16 @@ def test_cli_action_matches_action_yml_and_githubs_schema():
     proc = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions",
                            str(REPO / "cli" / "action.yml")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_typed_defaults_do_not_narrow_what_an_input_accepts(tmp_path):
+    """A default of 0.05 or 60 in the settings must not make click refuse '5%' or '90s'."""
+    from mlobs import config
+
+    args = [f"--working-directory={tmp_path}", "--model-version=v1", "--dataset=d.csv",
+            "--bento-url=http://127.0.0.1:9", "--max-error-rate=5%", "--bento-timeout=90s",
+            "--batch-size=32", "--input-format=records"]
+    params = cli.commands[modes.EVALUATE].make_context(modes.EVALUATE, args).params
+    settings = config.build_settings(modes.EVALUATE, params, {})
+    assert (settings.max_error_rate, settings.bento_timeout, settings.batch_size,
+            settings.input_format) == (0.05, 90.0, 32, ("records", None))

@@ -40,6 +40,9 @@ def env_name(option: str) -> str:
 def opt(name: str, help: str, **kwargs) -> Callable:
     """An option named like its action input, with its env var documented in --help."""
     envvars = [env_name(name), *kwargs.pop("extra_envvars", [])]
+    # Text unless said otherwise: click would infer a number from a default like 0.05 and refuse
+    # the inputs' other forms ("5%", "15m").
+    kwargs.setdefault("type", click.STRING)
     return click.option(
         f"--{name}", name.replace("-", "_"), envvar=envvars, show_envvar=True, help=help, **kwargs
     )
