@@ -242,9 +242,11 @@ def test_the_image_has_what_the_modes_need_and_no_torch_or_spark(image, record_p
             except ModuleNotFoundError:
                 return False
 
-        files = [str(p) for p in Path("/opt").rglob("*") if p.name in (
-            "example.py", "synthetic.py", "mlobs_function", "function", "stack.yml")
-            and "mlobs" in str(p)]
+        site = next(Path("/opt/mlobs/lib").glob("python3*/site-packages"))
+        ours = [*(site / "mlobs").rglob("*"), *site.glob("mlobs_function*")]
+        files = [str(p) for p in ours if p.name in (
+            "example.py", "synthetic.py", "mlobs_function", "function", "stack.yml")]
+        files += [str(p) for p in Path("/opt/mlobs-src").iterdir() if p.name != "entrypoint.py"]
         print(json.dumps({
             "version": mlobs.__version__,
             "absent": [m for m in ("torch", "torchvision", "pyspark", "bentoml", "pip", "mlobs_function",
@@ -357,3 +359,56 @@ def test_publish_report_from_an_s3_lake_to_git_and_to_s3(image, tmp_path, monkey
         on_git, on_s3 = git_dump(repo, "gh-pages"), s3.dump("reports", "site/")
         assert on_git["v1/index.html"] == on_s3["v1/index.html"]
         assert on_git["v1/report.json"] == on_s3["v1/report.json"]
+
+
+def test_evaluate_attached_to_a_running_bento_from_the_image(image, tmp_path):
+    """The image has no BentoML, yet evaluates a real Bento served elsewhere (bento-url): every
+    golden sample's prediction, and an accuracy equal to the model's own, computed in-process."""
+    import csv
+    import sys
+
+    joblib = pytest.importorskip("joblib")
+    pytest.importorskip("bentoml")
+    from mlobs.evaluate.bento import BentoServer
+
+    evaluation = REPO / "evaluation"
+    home = tmp_path / "bentoml-home"
+    subprocess.run([sys.executable, str(evaluation / "train.py"), "v1"], check=True, timeout=300,
+                   capture_output=True,
+                   env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(evaluation / "golden.csv", workspace / "golden.csv")
+    with open(evaluation / "golden.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    model = joblib.load(home / "models" / "mlobs-sentiment" / "v1" / "model.joblib")
+    predicted = model.predict([r["text"] for r in rows])
+    expected = sum(p == r["label"] for p, r in zip(predicted, rows, strict=True)) / len(rows)
+
+    env = {"BENTOML_HOME": str(home), "MLOBS_EXAMPLE_MODEL": "mlobs-sentiment:v1"}
+    with BentoServer("service:SentimentClassifier", cwd=evaluation, env=env, ready_timeout=180,
+                     base_env=os.environ, log_path=tmp_path / "bento.log") as bento:
+        run = run_action(image, tmp_path, **{
+            "mode": "evaluate", "bento-url": bento.url, "dataset": "golden.csv",
+            "id-column": "id", "input-columns": "text", "slice-columns": "language",
+            "model-version": "v1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.host_path(run.outputs["summary-json"]).read_text())
+    overall = result["metrics"]["overall"]
+    assert overall["n"] == len(rows) and overall["errors"] == 0
+    assert overall["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert run.outputs["result"] == "pass" and run.outputs["snapshot-id"]
+
+
+def test_serving_a_bento_in_the_image_is_one_line_naming_the_routes(image, tmp_path):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "golden.csv").write_text("text,label\ngood,positive\n")
+    run = run_action(image, tmp_path, **{"mode": "evaluate", "bento": "service:Classifier",
+                                         "dataset": "golden.csv", "model-version": "v1"})
+    assert run.returncode == 2, run.stdout + run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("mlobs: error: the bento input serves the Bento with BentoML, which is "
+                           "not installed where mlobs runs")
+    assert "attach with bento-url" in line and "org/ml-observability-action/cli@v1" in line
+    assert run.outputs["result"] == "error"
