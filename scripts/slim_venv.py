@@ -12,8 +12,12 @@ Each step says what it removed; bench/image_size.py measures the result (bench/R
 - what only building extensions reads: type stubs, Cython, C and C++ sources and headers;
 - scipy's subpackages that neither scipy.stats, scipy.spatial nor scikit-learn's metrics import
   (io, signal, fftpack, odr, cluster, misc, datasets, differentiate — checked in their sources:
-  nothing outside their own folders imports them, lazily or not);
-- identical copies of one shared library (a wheel cannot hold symlinks) become symlinks;
+  nothing outside their own folders imports them, lazily or not); the Thrift client pyiceberg
+  ships for Hive catalogs, which need the ``thrift`` package (pyiceberg's hive extra) that the
+  image does not have anyway (numpy's f2py stays: ``from numpy import *``, which scipy runs,
+  loads it);
+- identical copies of one shared library (a wheel cannot hold symlinks; numpy and scipy each
+  bundle the same libgfortran) become symlinks;
 - symbols no dynamic linker needs, from every shared library (``strip --strip-unneeded``);
 - bytecode: compiled for the package and for every module its modes import (an import list
   below, then every module those imports loaded), not for the whole environment — the rest of
@@ -169,17 +173,18 @@ def main(venv: Path) -> int:
     say("stubs, Cython and C sources, headers", remove(
         p for pattern in BUILD_ONLY for p in site.rglob(pattern) if p.is_file()))
     say("scipy subpackages no mode imports", remove(site / "scipy" / name for name in SCIPY_UNUSED))
+    say("pyiceberg's Hive client", remove([site / "hive_metastore"]))
 
     libraries = [p for p in site.rglob("*.so*") if p.is_file() and not p.is_symlink() and is_elf(p)]
-    by_digest: dict[tuple[Path, str], Path] = {}
+    by_digest: dict[str, Path] = {}
     freed = 0
-    for path in sorted(libraries, key=lambda p: (len(p.name), p.name)):
+    for path in sorted(libraries, key=lambda p: (len(p.name), str(p))):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        first = by_digest.setdefault((path.parent, digest), path)
-        if first is not path:
+        first = by_digest.setdefault(digest, path)
+        if first is not path:  # also across folders: numpy.libs and scipy.libs share libgfortran
             freed += path.stat().st_size
             path.unlink()
-            path.symlink_to(first.name)
+            path.symlink_to(os.path.relpath(first, path.parent))
     say("duplicate shared libraries made symlinks", freed)
     if shutil.which("strip"):
         say("unneeded symbols stripped", strip([p for p in libraries if not p.is_symlink()]))

@@ -402,7 +402,7 @@ def _publish(common: CommonSettings, inputs: _Inputs) -> PublishSettings:
     from mlobs.report.stores import parse_target
 
     workdir = common.working_directory
-    versions = [v.strip() for v in (inputs.text("versions") or "").split(",") if v.strip()]
+    versions = _items(inputs.text("versions"))
     versions = versions or ([common.model_version] if common.model_version else [])
     if not versions:
         raise ConfigError("publish-report needs versions (or model-version): which model versions "
@@ -458,9 +458,9 @@ def _evaluate(common: CommonSettings, inputs: _Inputs) -> EvaluateSettings:
         bento=bento,
         bento_url=bento_url,
         bento_api=inputs.text("bento_api") or d["bento_api"],
-        input_columns=tuple(_columns(inputs.text("input_columns"))),
+        input_columns=tuple(_items(inputs.text("input_columns"))),
         label_column=inputs.text("label_column") or d["label_column"],
-        slice_columns=tuple(_columns(inputs.text("slice_columns"))),
+        slice_columns=tuple(_items(inputs.text("slice_columns"))),
         id_column=inputs.text("id_column"),
         batch_size=parse_batch_size(inputs.text("batch_size")),
         concurrency=_number(inputs, "concurrency", EvaluateSettings, int, 1),
@@ -477,7 +477,8 @@ def _evaluate(common: CommonSettings, inputs: _Inputs) -> EvaluateSettings:
     )
 
 
-def _columns(value: str | None) -> list[str]:
+def _items(value: str | None) -> list[str]:
+    """A comma-separated input's items, stripped, blanks dropped."""
     return [c.strip() for c in (value or "").split(",") if c.strip()]
 
 

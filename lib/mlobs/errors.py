@@ -52,6 +52,13 @@ def first_line(value: str | bytes | BaseException | None, limit: int | None = No
     return line if limit is None or len(line) <= limit else line[:limit] + "…"
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` as one line (runs of whitespace, newlines included, become one space), cut to
+    ``limit`` characters with a final "…": how a server's words or a value enter an error line."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 # What the runner's machine does to a write, as opposed to what a bug does.
 ENVIRONMENT_ERRNOS = {
     errno.ENOSPC: "the disk is full",

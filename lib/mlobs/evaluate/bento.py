@@ -31,7 +31,7 @@ from types import FrameType, TracebackType
 
 import urllib3
 
-from mlobs.errors import ConfigError, SourceUnavailable
+from mlobs.errors import ConfigError, SourceUnavailable, clip
 
 __all__ = ["BentoServer", "BentoStartError", "bentoml_installed", "free_port"]
 
@@ -344,8 +344,7 @@ def _meaningful(tail: list[str], lines: int) -> list[str]:
 
 
 def _clip(text: str, limit: int = 160) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:|^Error:")

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import urllib3
 
-from mlobs.errors import ConfigError, MlobsError, SourceUnavailable
+from mlobs.errors import ConfigError, MlobsError, SourceUnavailable, clip
 from mlobs.evaluate.contract import Columns, OutputReader, Unreadable
 from mlobs.evaluate.progress import Progress
 from mlobs.evaluate.schema import Packing
@@ -865,8 +865,7 @@ def _error_text(data: bytes) -> str:
 
 
 def _short(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 1] + "…"
+    return clip(text, _MAX_REASON)
 
 
 # --- rows ------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from mlobs.errors import ConfigError
+from mlobs.errors import ConfigError, clip
 from mlobs.evaluate.labels import ClassNames, canonical, canonical_value, index_keys
 
 __all__ = ["Columns", "OutputReader", "Unreadable", "parse_path"]
@@ -516,6 +516,4 @@ def _short(value: Any) -> str:
 
 
 def _short_text(text: str) -> str:
-    line = " ".join(text.split())
-    limit = _MAX_REASON // 2
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return clip(text, _MAX_REASON // 2)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlobs.errors import ConfigError
+from mlobs.errors import ConfigError, first_line
 from mlobs.evaluate.labels import ClassNames, canonical
 
 __all__ = ["FORMATS", "SAMPLE_ID", "Dataset", "LabelCheck", "detect_format", "open_dataset"]
@@ -213,7 +213,7 @@ class Dataset:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             hint = ("write each column's values one way (all numbers or all text)"
                     if "changed from" in str(exc) else None)
-            raise ConfigError(f"dataset {self.path.name}: could not read it: {_first_line(exc)}",
+            raise ConfigError(f"dataset {self.path.name}: could not read it: {first_line(exc)}",
                               hint=hint) from exc
 
 
@@ -243,7 +243,7 @@ def open_dataset(
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         if "Empty" in str(exc):  # pyarrow's words for a zero-byte CSV / JSON file
             raise ConfigError(f"dataset {path.name} is empty: no rows to evaluate") from exc
-        raise ConfigError(f"dataset {path.name}: not readable as {fmt}: {_first_line(exc)}") from exc
+        raise ConfigError(f"dataset {path.name}: not readable as {fmt}: {first_line(exc)}") from exc
 
     available = list(schema.names)
 
@@ -386,8 +386,3 @@ def _as_text(array: pa.Array, name: str, path: Path) -> pa.Array:
 
 def _unique(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
