@@ -46,7 +46,25 @@ for entry in site.iterdir():
         bytecode[key] = bytecode.get(key, 0) + sum(size(p) for p in entry.rglob("__pycache__"))
 pycache = sum(size(p) for p in Path("/opt/mlobs").rglob("__pycache__"))
 hugo = next(site.glob("hugo/binaries/hugo"), None)
+# The modes' imports in a fresh interpreter: with the bytecode the build compiled, and with none
+# (a pycache prefix where nothing is compiled yet: Python compiles in memory, as with no .pyc).
+import subprocess, tempfile, time
+IMPORTS = ("import mlobs.slo.mode, mlobs.evaluate.mode, mlobs.report.mode, mlobs.slo.runner, "
+           "mlobs.stats, scipy.stats, sklearn.metrics, pyiceberg.catalog.sql, pyiceberg.io.pyarrow, "
+           "pyarrow.dataset, github, behave.runner")
+def timed(env):
+    best = None
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", IMPORTS], check=True, env=env)
+        took = time.perf_counter() - start
+        best = took if best is None else min(best, took)
+    return best
+with_bytecode = timed({"PATH": "/usr/bin:/bin"})
+without = timed({"PATH": "/usr/bin:/bin", "PYTHONPYCACHEPREFIX": tempfile.mkdtemp(),
+                 "PYTHONDONTWRITEBYTECODE": "1"})
 print(json.dumps({
+    "imports_s": with_bytecode, "imports_no_bytecode_s": without,
     "venv": size("/opt/mlobs"), "site": size(site), "bytecode": pycache,
     "hugo_binary": size(hugo) if hugo else 0, "packages": packages, "bytecode_by": bytecode,
     "usr": size("/usr"), "python_stdlib": size(next(Path("/usr/lib").glob("python3.*"))),
@@ -112,6 +130,9 @@ def main() -> int:
         print(f"| `{r['extras'] or 'none'}` | {shown} | **{mb(total)}** ({total:,} bytes) | "
               f"{total / base:.2f}× |")
     for r in results:
+        print(f"\nThe modes' imports in a fresh interpreter in `{r['extras'] or 'none'}`: "
+              f"{r['imports_s']:.2f} s with the image's bytecode, {r['imports_no_bytecode_s']:.2f} s "
+              f"without any ({r['imports_no_bytecode_s'] / r['imports_s']:.1f}×), best of 3.")
         print(f"\nInside `{r['extras'] or 'none'}`: /usr {mb(r['usr'])} (Python's stdlib "
               f"{mb(r['python_stdlib'])}, git {mb(r['git'])}); /opt/mlobs {mb(r['venv'])}, of which "
               f"compiled bytecode {mb(r['bytecode'])} and the Hugo binary {mb(r['hugo_binary'])}.\n")
