@@ -141,7 +141,8 @@ LAKE_OPTIONS = [
 ]
 
 EVALUATE_OPTIONS = [
-    opt("bento", "A Bento tag or path to serve."),
+    opt("bento", "A Bento tag or path to serve (needs BentoML where mlobs runs: the serve extra, "
+        "or the cli action beside the Bento's libraries; the image attaches only)."),
     opt("bento-url", "URL of a running Bento to attach to instead."),
     opt("bento-api", "The Bento API to call (its OpenAPI schema says how the input columns are "
         "sent).", default=evaluation("bento-api"), show_default=True),
