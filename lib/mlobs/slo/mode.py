@@ -41,10 +41,13 @@ class SloSettings:
     loki_ca_cert: Path | None = None
     loki_timeout: float = 60.0
     loki_concurrency: int = 4
+    significance: float | None = 0.05  # latency-regression intervals at 1 − significance; None: off
 
     @classmethod
     def build(cls, common: CommonSettings, params: Mapping[str, object],
               env: Mapping[str, str]) -> SloSettings:
+        from mlobs.stats.gates import parse_significance
+
         workdir = common.working_directory
         loki_url = _text(params.get("loki_url"))
         logs_file = _text(params.get("logs_file"))
@@ -93,6 +96,7 @@ class SloSettings:
             loki_ca_cert=resolve(workdir, ca) if ca else None,
             loki_timeout=timeout,
             loki_concurrency=concurrency,
+            significance=parse_significance(_text(params.get("significance"))),
         )
 
 
@@ -169,7 +173,8 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
     files = collect_feature_files(list(settings.features))
     sources = make_sources(settings)
     defaults = Defaults(selector=settings.selector, window=settings.window, end=settings.end,
-                        model_version=common.model_version, grafana_url=settings.grafana_url)
+                        model_version=common.model_version, grafana_url=settings.grafana_url,
+                        significance=settings.significance)
     end_text = datetime.fromtimestamp(settings.end, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     result = run_features(files, sources, settings.variables, defaults, common.working_directory,
                           baseline_version=common.baseline_version, end_text=end_text)
