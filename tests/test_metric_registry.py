@@ -155,16 +155,28 @@ def test_a_registered_metric_reaches_the_comment_the_gates_and_every_report_page
     assert mlobs(tmp_path, "publish-report", "--versions=v3", "--baseline-version=v1") == 0
     published = dry_run(tmp_path, "publish-report", "comment.md")
     assert "| Version | n | accuracy | macro_f1 | weighted_f1 | ece | error_rate | balanced_accuracy |" in published
-    assert f"| {pct(v3)} ({change:+.1f} pp) |" in published
     site = tmp_path / "public"
+    reports = {version: json.loads((site / version / "report.json").read_text())
+               for version in ("v1", "v3")}
+    bounds = {version: reports[version]["intervals"]["headline"]["balanced_accuracy"]
+              for version in reports}
+    assert (f"| {pct(v3)} [{pct(bounds['v3']['low'])}, {pct(bounds['v3']['high'])}] "
+            f"({change:+.1f} pp) |") in published
+    assert bounds["v3"] == {"low": pytest.approx(mine["low"], abs=1e-6),
+                            "high": pytest.approx(mine["high"], abs=1e-6),
+                            "method": "bootstrap percentile, 2000 resamples"}
     for version, value in (("v1", v1), ("v3", v3)):
         page = (site / version / "index.html").read_text()
-        assert f"<tr><td>balanced_accuracy</td><td>{pct(value)}</td></tr>" in page
-        report = json.loads((site / version / "report.json").read_text())
-        assert report["headline"]["balanced_accuracy"] == pytest.approx(value, abs=1e-6)
+        b = bounds[version]
+        assert (f"<tr><td>balanced_accuracy</td><td>{pct(value)}</td>"
+                f"<td>[{pct(b['low'])}, {pct(b['high'])}]</td></tr>") in page
+        assert reports[version]["headline"]["balanced_accuracy"] == pytest.approx(value, abs=1e-6)
     compare = (site / "compare" / "v1...v3" / "index.html").read_text()
-    assert (f"<tr><td>balanced_accuracy</td><td>{pct(v1)}</td><td>{pct(v3)}</td>"
-            f'<td><span class="worse">▼ {change:+.1f} pp (worse)</span></td></tr>') in compare
+    assert (f"<tr><td>balanced_accuracy</td><td>{pct(v1)} <span class=\"ci\">[{pct(bounds['v1']['low'])}, "
+            f"{pct(bounds['v1']['high'])}]</span></td><td>{pct(v3)} <span class=\"ci\">"
+            f"[{pct(bounds['v3']['low'])}, {pct(bounds['v3']['high'])}]</span></td>"
+            f'<td><span class="worse">▼ {change:+.1f} pp (worse)</span></td>'
+            f"<td>{span}</td><td>p&lt;0.001 (bootstrap, paired)</td></tr>") in compare
     index = (site / "index.html").read_text()
     assert "<th>ECE</th><th>balanced accuracy</th><th>errors</th>" in index
     assert f"<td>{pct(v1)}</td><td>0</td>" in index and f"<td>{pct(v3)}</td><td>0</td>" in index

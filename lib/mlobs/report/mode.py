@@ -54,7 +54,11 @@ def run(common: CommonSettings, params: Mapping[str, object], env: Mapping[str, 
 
         store = open_store(target, token=common.github_token, endpoint=_text(params.get("s3_endpoint_url")),
                            env=env)
-        result = publish.publish(store, versions, baseline, publish.Sources(newest, pinned),
+        def statistics(a: dict, b: dict) -> dict | None:
+            return data.comparison_statistics(engine, a, b)
+
+        result = publish.publish(store, versions, baseline,
+                                 publish.Sources(newest, pinned, statistics),
                                  force=bool(params.get("force")))
     finally:
         engine.close()
