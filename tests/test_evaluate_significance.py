@@ -176,7 +176,7 @@ def test_a_one_point_drop_inside_the_noise_is_inconclusive_with_the_samples_that
     assert f"(worse), p={float(f'{p_both:.2g}'):g} (McNemar, paired) |" in comment
     assert "Deltas are **paired**: both runs scored the same golden set" in comment
     assert f"the same {N} sample ids" in comment
-    assert "⚠️ inconclusive: within the noise; about" in comment
+    assert "| accuracy worse by at most 0.01 | 0.0104 worse | one-sided p=0.21 (McNemar, paired), α = 0.05 | ⚠️ inconclusive: within the noise; about" in comment
     assert "· 1 gate inconclusive" in comment.splitlines()[1]
     stats = results["statistics"]
     assert stats["comparison"]["paired"] is True

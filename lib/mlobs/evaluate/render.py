@@ -232,7 +232,8 @@ def _value(metric: str, value: float | None, intervals: Any) -> str:
 def _worse_by(g: compare.GateResult) -> str:
     """``0.011 worse``, ``15.32% worse`` (relative gates), ``0.024 better``, ``no change``."""
     amount = abs(g.regression)
-    text = f"{amount * 100:.2f}%" if g.gate.relative else signed(g.gate.metric, amount).lstrip("+")
+    # three significant digits, as the gate's reason: 0.0104 must not read as the limit 0.010
+    text = f"{amount * 100:.2f}%" if g.gate.relative else f"{amount:.3g}"
     if g.regression > 0:
         return f"{text} worse"
     return f"{text} better" if g.regression < 0 else "no change"
