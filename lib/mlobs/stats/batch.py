@@ -73,29 +73,41 @@ class Side:
         column = np.where(cells.error, k, cells.pred)
         keep = (cells.true >= 0) & (column >= 0)
         self._confusion_index = np.where(keep, cells.true * (k + 1) + column, -1)
+        self.class_index = {label: i for i, label in enumerate(self.labels)}
+        self._point: MetricsBatch | None = None
 
     @property
     def point(self) -> np.ndarray:
         """The run's own counts as one weighting (1 × cells)."""
         return self.cells.n[None, :].astype(np.float64)
 
+    def point_batch(self) -> MetricsBatch:
+        """The metrics of the run's own counts (computed once)."""
+        if self._point is None:
+            self._point = self.batch(self.point)
+        return self._point
+
     def counts(self, W: np.ndarray) -> dict[str, np.ndarray]:
         """Every count of every weighting (rows of ``W``), by name (replicates × columns)."""
         dense = np.asarray((self._indicators @ W.T).T)
         return {name: dense[:, where] for name, where in self._slices.items()}
 
-    def batch(self, W: np.ndarray) -> MetricsBatch:
+    def batch(self, W) -> MetricsBatch:
         return MetricsBatch(self, W)
 
     def singles(self) -> Iterator[tuple[slice, MetricsBatch]]:
-        """Each cell on its own, as one sample (blocks of an identity weighting)."""
+        """Each cell on its own, as one sample (blocks of an identity weighting, whose counts are
+        the indicator columns themselves: no product needed)."""
+        from scipy.sparse import identity
+
         cells = len(self.cells.n)
-        per_block = max(1, _engine._BLOCK_ELEMENTS // max(1, cells))
+        columns = self._indicators.shape[0]
+        per_block = max(1, _engine._BLOCK_ELEMENTS // max(1, columns))
+        eye = identity(cells, format="csr")
         for start in range(0, cells, per_block):
             stop = min(cells, start + per_block)
-            W = np.zeros((stop - start, cells))
-            W[np.arange(stop - start), np.arange(start, stop)] = 1.0
-            yield slice(start, stop), self.batch(W)
+            counts = self._indicators[:, start:stop].T.toarray()
+            yield slice(start, stop), MetricsBatch(self, eye[start:stop], counts)
 
 
 @dataclass
@@ -119,12 +131,13 @@ class BinBatch:
 class MetricsBatch:
     """``Metrics`` with an array (one entry per weighting) in place of every number."""
 
-    def __init__(self, side: Side, W: np.ndarray):
+    def __init__(self, side: Side, W, counts: np.ndarray | None = None):
         self.side = side
-        self.W = W
+        self.W = W  # replicates × cells, dense (resamples) or sparse (single cells)
         self.size = W.shape[0]
-        c = side.counts(W)
-        n = W.sum(axis=1)
+        c = side.counts(W) if counts is None else {
+            name: counts[:, where] for name, where in side._slices.items()}
+        n = np.asarray(W.sum(axis=1)).reshape(-1)
         self.n = n
         self.errors = c["error"][:, 0]
         self.accuracy = _ratio(c["correct"][:, 0], n)
@@ -163,8 +176,9 @@ class MetricsBatch:
         """Rows: true label; columns: labels + the error column (computed when first asked)."""
         if self._confusion is None:
             k = self.side.k
-            counts = _engine.weighted(self.W, _engine.onehot(self.side._confusion_index,
-                                                             k * (k + 1)))
+            indicator = _engine.onehot(self.side._confusion_index, k * (k + 1))
+            product = (indicator.T @ self.W.T).T
+            counts = product.toarray() if hasattr(product, "toarray") else np.asarray(product)
             self._confusion = [[counts[:, i * (k + 1) + j] for j in range(k + 1)]
                                for i in range(k)]
         return self._confusion
@@ -250,12 +264,16 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 class Evaluator:
     """Evaluates one metric function on batches of one run's side: vectorised when the function
     broadcasts (checked once against the scalar evaluation at the run's own counts), one weighting
-    at a time otherwise."""
+    at a time otherwise. The per-class metrics of :func:`class_metric` are known to broadcast and
+    skip the check (a run with a thousand classes has three thousand of them)."""
 
     def __init__(self, function, side: Side):
         self.function = function
-        point = side.batch(side.point)
+        point = side.point_batch()
         fast = _vectorised(function, point)
+        if fast is not None and getattr(function, "broadcasts", False):
+            self.vectorised, self.point = True, float(fast[0])
+            return
         slow = _one_by_one(function, point)
         self.vectorised = fast is not None and _same(fast, slow)
         self.point = float(slow[0])
@@ -271,11 +289,15 @@ class Evaluator:
 def class_metric(kind: str, label: str):
     """``f1[cat]`` and the like as a function of Metrics (or a batch)."""
     def value(m):
+        if isinstance(m, MetricsBatch):
+            i = m.side.class_index.get(label)
+            return None if i is None else getattr(m.per_class[i], kind)
         for c in m.per_class:
             if c.label == label:
                 return getattr(c, kind)
         return None
     value.__name__ = f"{kind}[{label}]"
+    value.broadcasts = True  # type: ignore[attr-defined]
     return value
 
 
