@@ -233,7 +233,13 @@ def _worse_by(g: compare.GateResult) -> str:
     """``0.011 worse``, ``15.32% worse`` (relative gates), ``0.024 better``, ``no change``."""
     amount = abs(g.regression)
     # three significant digits, as the gate's reason: 0.0104 must not read as the limit 0.010
-    text = f"{amount * 100:.2f}%" if g.gate.relative else f"{amount:.3g}"
+    entry = registry.get(g.gate.metric)
+    if g.gate.relative:
+        text = f"{amount * 100:.2f}%"
+    elif entry is not None and entry.percent:
+        text = f"{amount * 100:.3g} pp"
+    else:
+        text = f"{amount:.3g}"
     if g.regression > 0:
         return f"{text} worse"
     return f"{text} better" if g.regression < 0 else "no change"
