@@ -449,6 +449,16 @@ def test_the_numbers_in_the_goldens_are_the_models(evaluate_world):
     p_two = min(1.0, 2 * sum(math.comb(m, k) for k in range(min(gains, losses) + 1)) / 2 ** m)
     assert (gains - losses) / ROWS == pytest.approx(change)
     assert f"p={float(f'{p_two:.2g}'):g} (McNemar, paired)" in failed
+    # a slice's accuracy delta: unpaired, the pooled two-proportion z test (erfc, no scipy)
+    german = [i for i, r in enumerate(golden_set()) if r["language"] == "de"]
+    k3 = sum(now[i] == truth[i] for i in german)
+    k1 = sum(before[i] == truth[i] for i in german)
+    pooled = (k3 + k1) / (2 * len(german))
+    z = (k3 - k1) / len(german) / math.sqrt(pooled * (1 - pooled) * 2 / len(german))
+    p_slice = math.erfc(abs(z) / math.sqrt(2))
+    (row,) = [ln for ln in failed.splitlines() if ln.startswith("| language = de |")]
+    assert f"{(k3 - k1) / len(german):+.3f}".replace("-", "−") in row
+    assert f"p={float(f'{p_slice:.2g}'):g} (Newcombe/z, unpaired) |" in row
     held = evaluate_world["gates-hold"][1]["comment.md"]
     [(v2, *_), (v1, *_)] = _shown(held, "macro_f1")
     assert (v2, v1) == (round(expected["v2"][1], 3), round(expected["v1"][1], 3))

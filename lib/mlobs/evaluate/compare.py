@@ -155,6 +155,9 @@ class Evidence:
     deltas: dict[str, DeltaInterval] = field(default_factory=dict)
     paired: bool | None = None  # None: no baseline
     why: str = ""  # why paired, or why not
+    # each slice's accuracy against the baseline's same slice: unpaired (the joined rows carry no
+    # slices), Newcombe's interval and the two-proportion z test
+    slice_deltas: dict[tuple[str, str], DeltaInterval] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"confidence": self.confidence, "intervals": _intervals_json(self.current),
@@ -163,7 +166,9 @@ class Evidence:
                            for (name, value), iv in self.slices.items()],
                 "comparison": None if self.paired is None else {
                     "paired": self.paired, "why": self.why,
-                    "deltas": {name: _delta_json(d) for name, d in self.deltas.items()}}}
+                    "deltas": {name: _delta_json(d) for name, d in self.deltas.items()},
+                    "slices": [{"name": name, "value": value, "accuracy": _delta_json(d)}
+                               for (name, value), d in self.slice_deltas.items()]}}
 
 
 def _num(x: float | None) -> float | None:
@@ -232,6 +237,14 @@ def gather(engine, info, baseline, current_rows: list[dict], baseline_rows: list
                                      labels=labels, confidence=CONFIDENCE)
     evidence.deltas = comparison.deltas
     evidence.paired = comparison.paired
+    baseline_slices = {(r["slice_name"] or "", r["slice_value"] or "") for r in baseline_rows}
+    for key in slices:
+        if key in baseline_slices:
+            found = deltas.unpaired_deltas(current_rows, baseline_rows, labels=labels,
+                                           slice_key=key, confidence=CONFIDENCE,
+                                           metrics=["accuracy"])
+            if "accuracy" in found:
+                evidence.slice_deltas[key] = found["accuracy"]
     if comparison.paired:
         evidence.why = (f"both runs scored the same golden set (dataset sha256 "
                         f"{info.dataset_hash[:16]}…, the same {joint.matched:,} sample ids)")

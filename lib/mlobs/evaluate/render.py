@@ -315,9 +315,11 @@ def _worst_slices(result: EvaluationResult) -> str:
     for name, value, delta in deltas[:WORST_SLICES]:
         sm = by_slice[(name, value)]
         accuracy = slices.get((name, value))
+        tested = result.evidence.slice_deltas.get((name, value)) if result.evidence else None
         rows.append([f"{md.text(name)} = {md.text(value)}", str(sm.n),
                      interval_text("accuracy", accuracy) if accuracy else fmt(sm.accuracy),
-                     fmt(sm.macro_f1), arrow(delta) if result.baseline_metrics else "—"])
+                     fmt(sm.macro_f1),
+                     delta_text(delta, tested) if result.baseline_metrics else "—"])
     return (f"**Worst slices** ({min(WORST_SLICES, len(deltas))} of {len(deltas)})\n\n"
             + md.table(["Slice", "n", "accuracy", "macro F1", "Δ accuracy"], rows))
 
