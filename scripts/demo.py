@@ -79,6 +79,21 @@ def evaluate_and_publish() -> dict[str, int]:
     return codes
 
 
+def show_evaluation(comment: Path) -> None:
+    """v2 against v1 as the comment shows it: each metric with its 95 % interval, each delta with
+    its interval and paired test, and the gates' tests."""
+    if not comment.is_file():
+        return
+    lines = comment.read_text(encoding="utf-8").splitlines()
+    tables = [ln for ln in lines if ln.startswith("|") and not ln.startswith("|---")]
+    wanted = [ln for ln in tables if ln.startswith(("| Metric |", "| accuracy |", "| macro_f1 |",
+                                                    "| ece |", "| Gate |"))
+              or "worse by at most" in ln]
+    print("\nevaluate v2 against v1 (95 % intervals; deltas paired by sample id):")
+    for line in wanted:
+        print("  " + line)
+
+
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)  # every demo run starts from an empty table and site
     OUT.mkdir(parents=True, exist_ok=True)
@@ -97,6 +112,7 @@ def main() -> int:
         print(f"  {mode}: PR comment {OUT / 'lakehouse/dry-run' / mode / 'comment.md'}")
     print(f"  Iceberg warehouse: {OUT / 'lakehouse/lake'}")
     print(f"  Report: {(OUT / 'site/index.html').resolve()}")
+    show_evaluation(OUT / "lakehouse/dry-run/evaluate/comment.md")
     expected = {"slo-validate v1": 0, "slo-validate v2": 1, "evaluate v1": 0, "evaluate v2": 1,
                 "publish-report": 0}
     if codes != expected:

@@ -353,7 +353,7 @@ def test_the_baseline_is_one_run_for_the_deltas_the_gates_and_publish_report(tmp
     manifest = json.loads((tmp_path / "public" / "versions.json").read_text())
     assert {v["version"]: v["run_id"] for v in manifest["versions"]} == {"v1": "v1-b", "v2": "v2-a"}
     page = (tmp_path / "public" / "compare" / "v1...v2" / "index.html").read_text()
-    assert f"<td>{base_accuracy:.3f}</td>" in page.replace(" ", "")
+    assert f"<td>{base_accuracy:.3f}<spanclass=\"ci\">[" in page.replace(" ", "")
 
 
 # -- parallel first runs --------------------------------------------------------------------------

@@ -174,3 +174,22 @@ def test_the_gate_admits_up_to_the_limit_and_refuses_beyond():
     TrustGate(0.0).accept(RunCounts(rows=10, errors=0))
     with pytest.raises(UntrustedRun):
         TrustGate(0.0).accept(RunCounts(rows=10, errors=1))
+
+
+def test_an_error_row_without_a_label_is_wrong():
+    """Tables written by earlier versions can hold unlabelled rows. One right row plus one error
+    row without a label is accuracy 0.5, not 1.0 (both used to become "<error>" and match); an
+    unlabelled row that did predict a class is a false positive of that class, in no support."""
+    right = row("a", "a", 1, conf=0.95)
+    failed = {**row(None, None, 1, error=True)}
+    m = from_aggregate([right, failed]).overall
+    assert (m.n, m.errors, m.accuracy) == (2, 1, 0.5)
+    assert m.labels == ["a"] and m.per_class[0].support == 1 and m.per_class[0].recall == 1.0
+    assert m.confusion == [[1, 0]]
+    guessed = from_aggregate([right, row(None, "a", 1, conf=0.7)]).overall
+    assert guessed.accuracy == 0.5 and guessed.per_class[0].precision == 0.5
+    # the statistics engine, which never had the bug, agrees
+    from mlobs.stats.intervals import metric_intervals
+
+    assert metric_intervals([right, failed]).accuracy.value == 0.5
+    assert metric_intervals([right, row(None, "a", 1, conf=0.7)]).accuracy.value == 0.5

@@ -367,36 +367,107 @@ def test_publish_report_surfaces_and_pages(evaluate_world, update):
     compare("publish-report/v1-v2", files, update)
 
 
+def _answers(version: str) -> tuple[list[str], list[str], list[float]]:
+    """(truth, predictions, confidences) of a version, from the rules the Bento answers by."""
+    answers = [MODELS[version](i) for i in range(ROWS)]
+    return ([r["label"] for r in golden_set()], [label for label, _ in answers],
+            [score for _, score in answers])
+
+
+def _ece(truth, predicted, confidence) -> float:
+    """ECE over 10 equal-width confidence bins; the confidence is the predicted label's score."""
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for label, score, t in zip(predicted, confidence, truth, strict=True):
+        bins.setdefault(min(int(score * 10), 9), []).append((score, label == t))
+    return sum(abs(sum(c for c, _ in b) - sum(ok for _, ok in b)) for b in bins.values()) / len(truth)
+
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval in closed form."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return centre - half, centre + half
+
+
+def _shown(comment: str, metric: str) -> list[tuple[float, float, float]]:
+    """Each ``value [low, high]`` in the comment's row of ``metric``."""
+    import re
+
+    (line,) = [ln for ln in comment.splitlines() if ln.startswith(f"| {metric} |")]
+    number = r"([−-]?\d+\.\d+)"
+    return [tuple(float(x.replace("−", "-")) for x in m)
+            for m in re.findall(rf"{number} \[{number}, {number}\]", line)]
+
+
 def test_the_numbers_in_the_goldens_are_the_models(evaluate_world):
-    """The golden files are only worth their numbers: accuracy and per-class F1 of each version,
-    counted here from the rules the Bento answers by, must be what the comments show."""
+    """The golden files are only worth their numbers: accuracy, macro F1 and ECE of each version
+    and their 95 % intervals, and the paired test against the baseline, recomputed here from the
+    rules the Bento answers by — Wilson's closed form, a bootstrap over the rows with
+    scikit-learn, McNemar's exact binomial sum — must be what the comments show."""
+    import math
+
+    import numpy as np
     from sklearn.metrics import f1_score
 
-    rows = golden_set()
-    truth = [r["label"] for r in rows]
     expected = {}
     for version in ("v1", "v2", "v3"):
-        answers = [MODELS[version](i) for i in range(ROWS)]
-        predicted = [label for label, _ in answers]
+        truth, predicted, confidence = _answers(version)
         accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / ROWS
         macro = f1_score(truth, predicted, labels=list(CLASSES), average="macro")
-        # ECE over 10 equal-width confidence bins; the confidence is the predicted label's score
-        bins: dict[int, list[tuple[float, bool]]] = {}
-        for (label, score), t in zip(answers, truth, strict=True):
-            bins.setdefault(min(int(score * 10), 9), []).append((score, label == t))
-        ece = sum(abs(sum(s for s, _ in b) / len(b) - sum(ok for _, ok in b) / len(b)) * len(b)
-                  for b in bins.values()) / ROWS
-        expected[version] = (accuracy, macro, ece)
+        expected[version] = (accuracy, macro, _ece(truth, predicted, confidence))
     first = evaluate_world["no-baseline"][1]["comment.md"]
-    assert f"| accuracy | {expected['v1'][0]:.3f} |" in first
-    assert f"| macro_f1 | {expected['v1'][1]:.3f} |" in first
-    assert f"| ece | {expected['v1'][2]:.3f} |" in first
+    [(accuracy, low, high)] = _shown(first, "accuracy")
+    assert accuracy == round(expected["v1"][0], 3)
+    w_low, w_high = _wilson(round(expected["v1"][0] * ROWS), ROWS)
+    assert (low, high) == (round(w_low, 3), round(w_high, 3))
+    # macro F1 and ECE: percentile bootstrap over the rows (2,000 resamples here, scikit-learn's
+    # F1), against the cell bootstrap of the action — the same to Monte-Carlo precision
+    truth, predicted, confidence = map(np.array, _answers("v1"))
+    rng = np.random.default_rng(16)
+    macro_reps, ece_reps = [], []
+    for _ in range(2000):
+        i = rng.integers(0, ROWS, ROWS)
+        macro_reps.append(f1_score(truth[i], predicted[i], labels=list(CLASSES), average="macro",
+                                   zero_division=0))
+        ece_reps.append(_ece(truth[i], predicted[i], confidence[i]))
+    for metric, value, reps in (("macro_f1", expected["v1"][1], macro_reps),
+                                ("ece", expected["v1"][2], ece_reps)):
+        [(shown, low, high)] = _shown(first, metric)
+        assert shown == round(value, 3), metric
+        b_low, b_high = np.quantile(reps, [0.025, 0.975])
+        assert (low, high) == (pytest.approx(b_low, abs=0.02), pytest.approx(b_high, abs=0.02)), metric
     failed = evaluate_world["gate-failed"][1]["comment.md"]
-    assert f"accuracy {expected['v3'][0]:.3f} ({expected['v3'][0] - expected['v1'][0]:+.3f} vs v1)" in failed
+    change = expected["v3"][0] - expected["v1"][0]
+    assert f"accuracy {expected['v3'][0]:.3f} ({change:+.3f} vs v1)".replace("-", "−") in failed
+    # the paired accuracy delta: McNemar's exact two-sided test on the discordant pairs
+    truth, now, _ = _answers("v3")
+    _, before, _ = _answers("v1")
+    gains = sum(n == t != b for n, b, t in zip(now, before, truth, strict=True))
+    losses = sum(b == t != n for n, b, t in zip(now, before, truth, strict=True))
+    m = gains + losses
+    p_two = min(1.0, 2 * sum(math.comb(m, k) for k in range(min(gains, losses) + 1)) / 2 ** m)
+    assert (gains - losses) / ROWS == pytest.approx(change)
+    assert f"p={float(f'{p_two:.2g}'):g} (McNemar, paired)" in failed
+    # a slice's accuracy delta: unpaired, the pooled two-proportion z test (erfc, no scipy)
+    german = [i for i, r in enumerate(golden_set()) if r["language"] == "de"]
+    k3 = sum(now[i] == truth[i] for i in german)
+    k1 = sum(before[i] == truth[i] for i in german)
+    pooled = (k3 + k1) / (2 * len(german))
+    z = (k3 - k1) / len(german) / math.sqrt(pooled * (1 - pooled) * 2 / len(german))
+    p_slice = math.erfc(abs(z) / math.sqrt(2))
+    (row,) = [ln for ln in failed.splitlines() if ln.startswith("| language = de |")]
+    assert f"{(k3 - k1) / len(german):+.3f}".replace("-", "−") in row
+    assert f"p={float(f'{p_slice:.2g}'):g} (Newcombe/z, unpaired) |" in row
     held = evaluate_world["gates-hold"][1]["comment.md"]
-    assert f"| macro_f1 | {expected['v2'][1]:.3f} | {expected['v1'][1]:.3f} |" in held
+    [(v2, *_), (v1, *_)] = _shown(held, "macro_f1")
+    assert (v2, v1) == (round(expected["v2"][1], 3), round(expected["v1"][1], 3))
     refused = evaluate_world["refused"][1]["comment.md"]
     assert f"{ROWS // 4 + 1} of {ROWS} samples failed" in refused  # rows 0, 4, …, 88
+    # the report pages show the same intervals as the comment
+    page = evaluate_world["publish-report"][1]["site/v1/index.html"]
+    [(_, low, high)] = _shown(first, "accuracy")
+    assert f"<td>[{low:.3f}, {high:.3f}]</td>" in page
 
 
 def test_a_difference_fails_with_a_unified_diff_naming_the_refresh_command(tmp_path):

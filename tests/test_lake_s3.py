@@ -121,8 +121,11 @@ def test_evaluate_into_an_s3_warehouse_then_publish_from_it(tmp_path, service, m
         assert document["headline"]["macro_f1"] == pytest.approx(expected_macro_f1, abs=1e-6)
         page = tmp_path / "v1.html"
         page.write_bytes(site["v1/index.html"])
-        headline = dict(tables(page)[0][1:])
-        assert headline["accuracy"] == f"{expected_accuracy:.3f}"
+        headline = {row[0]: row[1:] for row in tables(page)[0][1:]}
+        assert headline["accuracy"][0] == f"{expected_accuracy:.3f}"
+        bounds = document["intervals"]["headline"]["accuracy"]
+        assert headline["accuracy"][1] == f"[{bounds['low']:.3f}, {bounds['high']:.3f}]"
+        assert bounds["low"] < expected_accuracy < bounds["high"]
         summary = json.loads((tmp_path / "runner-2" / ".mlobs" / "publish-results.json").read_text())
         assert summary["report_url"] == "https://reports.example/models/v1/index.html"
         assert s3.ENV["AWS_SECRET_ACCESS_KEY"] not in evaluated.stdout + evaluated.stderr + published.stdout \

@@ -68,6 +68,28 @@ def pct(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
+def signed_pp(value: float) -> str:
+    return f"{value * 100:+.1f} pp".replace("-", "−")
+
+
+def row_bootstrap(resamples: int = 2000) -> tuple[float, float, float, float]:
+    """95 % percentile intervals of v3's balanced accuracy and of v3 − v1 (paired: the same
+    resampled rows for both), by resampling the golden set's rows — independently of mlobs."""
+    import numpy as np
+
+    truth = np.array([r["label"] for r in golden_set()])
+    v1 = np.array([MODELS["v1"](i)[0] for i in range(ROWS)])
+    v3 = np.array([MODELS["v3"](i)[0] for i in range(ROWS)])
+    rng = np.random.default_rng(7)
+    own, diff = [], []
+    for _ in range(resamples):
+        i = rng.integers(0, ROWS, ROWS)
+        b3 = balanced_accuracy_score(truth[i], v3[i])
+        own.append(b3)
+        diff.append(b3 - balanced_accuracy_score(truth[i], v1[i]))
+    return (*np.quantile(own, [0.025, 0.975]), *np.quantile(diff, [0.025, 0.975]))
+
+
 def write_golden_set(workspace: Path) -> None:
     import csv
 
@@ -104,30 +126,57 @@ def test_a_registered_metric_reaches_the_comment_the_gates_and_every_report_page
 
     comment = dry_run(tmp_path, "evaluate", "comment.md")
     change = (v3 - v1) * 100
-    assert f"| balanced_accuracy | {pct(v3)} | {pct(v1)} | ▼ {change:+.1f} pp (worse) |" in comment
-    assert f"| balanced\\_accuracy worse by at most 0.05 | {-change:+.1f} pp worse | ❌ fail |" in comment
     results = json.loads((tmp_path / ".mlobs" / "evaluate-results.json").read_text())
+    # its interval and its paired delta, with no line of the statistics engine naming it; the
+    # bounds agree with a bootstrap over the rows that recomputes scikit-learn's score
+    stats = results["statistics"]
+    mine = stats["intervals"]["headline"]["balanced_accuracy"]
+    delta = stats["comparison"]["deltas"]["balanced_accuracy"]
+    assert stats["comparison"]["paired"] and delta["method"] == "bootstrap, paired"
+    low, high, d_low, d_high = row_bootstrap()
+    assert (mine["low"], mine["high"]) == (pytest.approx(low, abs=0.02), pytest.approx(high, abs=0.02))
+    assert (delta["low"], delta["high"]) == (pytest.approx(d_low, abs=0.02),
+                                             pytest.approx(d_high, abs=0.02))
+    shown = f"{pct(v3)} [{pct(mine['low'])}, {pct(mine['high'])}]"
+    span = f"[{signed_pp(delta['low'])}, {signed_pp(delta['high'])}]"
+    assert (f"| balanced_accuracy | {shown} | {pct(v1)} [{pct(stats['baseline_intervals']['headline']['balanced_accuracy']['low'])}, "
+            f"{pct(stats['baseline_intervals']['headline']['balanced_accuracy']['high'])}] | "
+            f"▼ {signed_pp(change / 100)} {span} (worse), p<0.001 (bootstrap, paired) |") in comment
+    assert (f"| balanced\\_accuracy worse by at most 0.05 | {-change:.1f} pp worse | one-sided "
+            "p<0.001 (bootstrap, paired), α = 0.05 | ❌ fail |") in comment
     (gate,) = results["gates"]
     assert gate["gate"]["metric"] == "balanced_accuracy" and gate["passed"] is False
     assert gate["current"] == pytest.approx(v3) and gate["baseline"] == pytest.approx(v1)
     assert results["headline"]["balanced_accuracy"] == pytest.approx(v3)
     assert results["baseline_headline"]["balanced_accuracy"] == pytest.approx(v1)
     check_run = json.loads(dry_run(tmp_path, "evaluate", "check-run.json"))
-    assert f"| balanced_accuracy | {pct(v3)} |" in check_run[0]["payload"]["output"]["summary"]
+    assert f"| balanced_accuracy | {shown} |" in check_run[0]["payload"]["output"]["summary"]
 
     assert mlobs(tmp_path, "publish-report", "--versions=v3", "--baseline-version=v1") == 0
     published = dry_run(tmp_path, "publish-report", "comment.md")
     assert "| Version | n | accuracy | macro_f1 | weighted_f1 | ece | error_rate | balanced_accuracy |" in published
-    assert f"| {pct(v3)} ({change:+.1f} pp) |" in published
     site = tmp_path / "public"
+    reports = {version: json.loads((site / version / "report.json").read_text())
+               for version in ("v1", "v3")}
+    bounds = {version: reports[version]["intervals"]["headline"]["balanced_accuracy"]
+              for version in reports}
+    assert (f"| {pct(v3)} [{pct(bounds['v3']['low'])}, {pct(bounds['v3']['high'])}] "
+            f"({change:+.1f} pp) |") in published
+    assert bounds["v3"] == {"low": pytest.approx(mine["low"], abs=1e-6),
+                            "high": pytest.approx(mine["high"], abs=1e-6),
+                            "method": "bootstrap percentile, 2000 resamples"}
     for version, value in (("v1", v1), ("v3", v3)):
         page = (site / version / "index.html").read_text()
-        assert f"<tr><td>balanced_accuracy</td><td>{pct(value)}</td></tr>" in page
-        report = json.loads((site / version / "report.json").read_text())
-        assert report["headline"]["balanced_accuracy"] == pytest.approx(value, abs=1e-6)
+        b = bounds[version]
+        assert (f"<tr><td>balanced_accuracy</td><td>{pct(value)}</td>"
+                f"<td>[{pct(b['low'])}, {pct(b['high'])}]</td></tr>") in page
+        assert reports[version]["headline"]["balanced_accuracy"] == pytest.approx(value, abs=1e-6)
     compare = (site / "compare" / "v1...v3" / "index.html").read_text()
-    assert (f"<tr><td>balanced_accuracy</td><td>{pct(v1)}</td><td>{pct(v3)}</td>"
-            f'<td><span class="worse">▼ {change:+.1f} pp (worse)</span></td></tr>') in compare
+    assert (f"<tr><td>balanced_accuracy</td><td>{pct(v1)} <span class=\"ci\">[{pct(bounds['v1']['low'])}, "
+            f"{pct(bounds['v1']['high'])}]</span></td><td>{pct(v3)} <span class=\"ci\">"
+            f"[{pct(bounds['v3']['low'])}, {pct(bounds['v3']['high'])}]</span></td>"
+            f'<td><span class="worse">▼ {change:+.1f} pp (worse)</span></td>'
+            f"<td>{span}</td><td>p&lt;0.001 (bootstrap, paired)</td></tr>") in compare
     index = (site / "index.html").read_text()
     assert "<th>ECE</th><th>balanced accuracy</th><th>errors</th>" in index
     assert f"<td>{pct(v1)}</td><td>0</td>" in index and f"<td>{pct(v3)}</td><td>0</td>" in index

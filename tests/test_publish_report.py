@@ -86,18 +86,28 @@ def test_two_versions_to_html_with_numbers_from_the_table(workspace, engine):
         "index.html", "v1/index.html", "v2/index.html", "compare/v1...v2/index.html"}
 
     expected = from_aggregate(engine.aggregate(v2).to_pylist()).overall
-    headline = dict(tables(site / "v2" / "index.html")[0][1:])
-    assert headline["samples"] == str(expected.n)
-    assert headline["accuracy"] == f"{expected.accuracy:.3f}"
-    assert headline["macro_f1"] == f"{expected.macro_f1:.3f}"
+    headline = {row[0]: row[1:] for row in tables(site / "v2" / "index.html")[0][1:]}
+    assert headline["samples"][0] == str(expected.n)
+    assert headline["accuracy"][0] == f"{expected.accuracy:.3f}"
+    assert headline["macro_f1"][0] == f"{expected.macro_f1:.3f}"
+    # each with its 95 % interval: Wilson's closed form for accuracy
+    k, n, z = round(expected.accuracy * expected.n), expected.n, 1.959963984540054
+    centre = (k / n + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * ((k / n) * (1 - k / n) / n + z * z / (4 * n * n)) ** 0.5
+    assert headline["accuracy"][1] == f"[{centre - half:.3f}, {centre + half:.3f}]"
+    low, high = (float(x) for x in headline["macro_f1"][1].strip("[]").split(", "))
+    assert low < expected.macro_f1 < high
     confusion = next(t for t in tables(site / "v2" / "index.html") if t[0][0].startswith("true"))
     assert [[int(c) for c in row[1:]] for row in confusion[1:]] == expected.confusion
 
     v1_expected = from_aggregate(engine.aggregate(v1).to_pylist()).overall
     compare = tables(site / "compare" / "v1...v2" / "index.html")[0]
     accuracy_row = next(r for r in compare if r[0] == "accuracy")
-    assert accuracy_row[1:3] == [f"{v1_expected.accuracy:.3f}", f"{expected.accuracy:.3f}"]
+    assert [cell.split(" [")[0] for cell in accuracy_row[1:3]] == [
+        f"{v1_expected.accuracy:.3f}", f"{expected.accuracy:.3f}"]
     assert "(worse)" in accuracy_row[3]
+    # the runs share their sample ids and dataset hash (lakegen): a paired McNemar test
+    assert accuracy_row[5].endswith("(McNemar, paired)")
     index = tables(site / "index.html")[0]
     assert [r[0] for r in index[1:]] == ["v1", "v2"]
     assert "<svg" in (site / "v2" / "index.html").read_text()  # charts inline, no scripts
@@ -234,7 +244,7 @@ def test_a_site_published_before_pages_kept_their_data(workspace, engine):
     pinned = from_aggregate(engine.aggregate(v1).to_pylist()).overall.accuracy
     mine = from_aggregate(engine.aggregate(v2).to_pylist()).overall.accuracy
     accuracy_row = next(r for r in tables(site / "compare" / "v1...v2" / "index.html")[0] if r[0] == "accuracy")
-    assert accuracy_row[1:3] == [f"{pinned:.3f}", f"{mine:.3f}"]
+    assert [cell.split(" [")[0] for cell in accuracy_row[1:3]] == [f"{pinned:.3f}", f"{mine:.3f}"]
     refused = publish(workspace, "--versions=v1")  # its newest run gives other pages: refused
     assert refused.exit_code == 2 and "immutable" in refused.stderr
 
@@ -262,3 +272,51 @@ def test_a_page_built_by_an_older_layout_is_kept_as_published(workspace, engine,
     assert publish(workspace, "--versions=v2").exit_code == 0
     assert "a newer layout" in (workspace / "public" / "v2" / "index.html").read_text()
     assert "a newer layout" not in (workspace / "public" / "v1" / "index.html").read_text()
+
+
+PUBLISHED_BY_REPORT_1 = Path(__file__).resolve().parent / "data" / "site-published-by-report-1"
+
+
+def test_a_site_published_before_intervals_still_verifies_and_grows(workspace, engine):
+    """A site published by the action before report documents carried intervals (its files
+    byte for byte, tests/data/site-published-by-report-1): re-publishing its versions from the
+    same runs verifies them — never refused, nothing rewritten — and a new version publishes next
+    to them, with its intervals, a comparison that shows the old version without intervals, and a
+    history whose bands start where the intervals do."""
+    import shutil
+
+    site = workspace / "public"
+    shutil.copytree(PUBLISHED_BY_REPORT_1, site, ignore=shutil.ignore_patterns("README.md"))
+    before = digest(site)
+    assert json.loads((site / "v1" / "report.json").read_text())["schema"] == "mlobs.report/1"
+    lakegen.write(engine, "v1", accuracy=0.9, seed=1, errors=3)  # the runs the site came from
+    lakegen.write(engine, "v2", accuracy=0.8, seed=2, when=datetime(2026, 11, 25, tzinfo=UTC))
+
+    again = publish(workspace, "--versions=v1,v2", "--baseline-version=v1", "--dry-run")
+    assert again.exit_code == 0, again.output
+    comment = (workspace / ".mlobs" / "dry-run" / "publish-report" / "comment.md").read_text()
+    assert "pages kept as first built: `v1`, `v2`" in comment  # same data; the old layout stands
+    changed = {k for k in digest(site) if digest(site)[k] != before.get(k)}
+    assert changed <= {"index.html"}  # only the index is regenerated from everything published
+    for version in ("v1", "v2"):
+        for name in ("index.html", "report.json"):
+            assert (site / version / name).read_bytes() == (PUBLISHED_BY_REPORT_1 / version / name).read_bytes()
+
+    v3 = lakegen.write(engine, "v3", accuracy=0.7, seed=3, when=datetime(2026, 11, 26, tzinfo=UTC))
+    result = publish(workspace, "--versions=v3", "--baseline-version=v1")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((site / "v3" / "report.json").read_text())
+    assert doc["schema"] == "mlobs.report/2" and doc["intervals"]["headline"]["accuracy"]["low"] < \
+        doc["headline"]["accuracy"]
+    rows = {r[0]: r for r in tables(site / "compare" / "v1...v3" / "index.html")[0]}
+    pinned = json.loads((site / "v1" / "report.json").read_text())["headline"]["accuracy"]
+    expected = from_aggregate(engine.aggregate(v3).to_pylist()).overall.accuracy
+    assert rows["accuracy"][1] == f"{pinned:.3f}"  # the published v1: no interval to show
+    assert rows["accuracy"][2].startswith(f"{expected:.3f} [")
+    assert rows["accuracy"][5].endswith("(McNemar, paired)")  # both runs are in the table
+    manifest = {v["version"]: v for v in json.loads((site / "versions.json").read_text())["versions"]}
+    assert "intervals" not in manifest["v1"] and manifest["v3"]["intervals"]["accuracy"]["high"] > expected
+    history = (site / "index.html").read_text()
+    assert history.count("<polygon") == 0 and "95 % interval" in history  # one point: error bars
+    for version in ("v1", "v2"):  # still the bytes published before
+        assert (site / version / "report.json").read_bytes() == (PUBLISHED_BY_REPORT_1 / version / "report.json").read_bytes()

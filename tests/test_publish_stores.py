@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -187,8 +188,8 @@ def test_three_fresh_runners_then_a_refusal_then_force(case, runner, engine, tmp
     assert abs(pinned - newest) > 0.2
     row = next(r for r in page_table(s3, "compare/v1...v3/index.html", tmp_path, "metric")
                if r[0] == "accuracy")
-    assert row[1:3] == [f"{pinned:.3f}", f"{mine:.3f}"]
-    assert f"{mine:.3f} ({mine - pinned:+.3f})" in third.comment
+    assert [cell.split(" [")[0] for cell in row[1:3]] == [f"{pinned:.3f}", f"{mine:.3f}"]
+    assert re.search(rf"{mine:.3f} \[[0-9.]+, [0-9.]+\] \({mine - pinned:+.3f}\)", third.comment)
     assert f"{mine - newest:+.3f}" not in third.comment
     assert third.summary["pinned_runs"]["v1"] == v1.run_id
 

@@ -51,6 +51,33 @@ def p(values, q):
     return float(np.quantile(np.asarray(values, dtype=float), q))
 
 
+def ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int, int]:
+    """The equal-tailed order-statistic ranks (1-based) of the q-quantile's interval, from the
+    binomial distribution directly: the largest l with F(l − 1) ≤ tail and the smallest u with
+    F(u − 1) ≥ 1 − tail, F the Binomial(n, q) CDF — written here, independent of mlobs.stats."""
+    from scipy.stats import binom
+
+    tail = (1 - confidence) / 2
+    low = max(r for r in range(1, n + 1) if binom.cdf(r - 1, n, q) <= tail)
+    high = min(r for r in range(1, n + 1) if binom.cdf(r - 1, n, q) >= 1 - tail)
+    return low, high
+
+
+def bounds(values, q: float, confidence: float = 0.95) -> tuple[float, float]:
+    ordered = sorted(float(v) for v in values)
+    low, high = ranks(len(ordered), q, confidence)
+    return ordered[low - 1], ordered[high - 1]
+
+
+def order_statistic_levels(n: int, q: float) -> tuple[float, float]:
+    """The quantile levels that make linear interpolation return those order statistics."""
+    from mlobs.stats.quantiles import quantile_plan
+
+    plan = quantile_plan(n, q)
+    assert (plan.rank_low, plan.rank_high) == ranks(n, q)
+    return plan.level_low, plan.level_high
+
+
 @pytest.fixture
 def loki():
     with LokiDouble() as double:
@@ -98,15 +125,33 @@ def test_two_versions_are_compared_in_the_same_queries(loki, tmp_path):
     push(loki, v1 + v2)
     _, data = run(tmp_path, f"--loki-url={loki.url}", "--model-version=v2", "--baseline-version=v1")
     sent = queries_sent(loki)
-    assert len(sent) == 3 == data["queries_issued"]  # one count for both versions, p99, p95
+    # Pinned: one count for both versions, the p99, the p95 of both versions — and, in a second
+    # round once n is known, the p95's two order-statistic bounds. Both versions have n = 1500,
+    # so the bounds sit at the same levels and each level is one query by (model_version): the
+    # latency-regression intervals cost 2 queries (4 when the versions' n differ).
+    assert len(sent) == 5 == data["queries_issued"]
     assert sum(q.startswith("sum by (") and q.split(" (count_over_time(")[0].endswith("model_version)")
                for q in sent) == 1
     assert sum(q.startswith("quantile_over_time(0.95,") and q.endswith("by (model_version)")
                for q in sent) == 1
+    low, high = order_statistic_levels(1500, 0.95)
+    assert sum(q.startswith(f"quantile_over_time({low!r},") and q.endswith("by (model_version)")
+               for q in sent) == 1
+    assert sum(q.startswith(f"quantile_over_time({high!r},") and q.endswith("by (model_version)")
+               for q in sent) == 1
     regression = checks(data)["No latency regression after a model update"]
-    cur, base = p([x["latency_ms"] for x in v2], 0.95), p([x["latency_ms"] for x in v1], 0.95)
+    cur_values, base_values = [x["latency_ms"] for x in v2], [x["latency_ms"] for x in v1]
+    cur, base = p(cur_values, 0.95), p(base_values, 0.95)
     assert regression["value"] == pytest.approx(cur / base - 1, rel=1e-9)
     assert regression["verdict"] == "fail"
+    # the intervals are the order statistics at the binomial bounds, and the evidence has every
+    # query behind them
+    (c_lo, c_hi), (b_lo, b_hi) = bounds(cur_values, 0.95), bounds(base_values, 0.95)
+    assert regression["measured"].startswith(
+        f"{cur:.1f} ms [{c_lo:.1f}, {c_hi:.1f}] vs {base:.1f} ms [{b_lo:.1f}, {b_hi:.1f}]")
+    assert f"×{cur / base:.3f} [{c_lo / b_hi:.3f}, {c_hi / b_lo:.3f}]" in regression["measured"]
+    assert len(regression["queries"]) == 4  # the count, the p95 and its two bounds
+    assert set(regression["queries"]) <= set(sent)
     drift = checks(data)["No drift after a model update"]
     assert drift["verdict"] == "fail" and drift["n"] == 1500
 
@@ -466,6 +511,91 @@ def test_every_step_declares_every_measurement_it_reads(loki, tmp_path):
     (source,) = sources.used()
     assert source.unplanned == 0
     assert [c.verdict.value for c in result.scenarios[0].checks] == ["pass"] * 7
-    # one count for everything (both versions), the p99, the p90 of successful requests, and
-    # the p95 of both versions
-    assert len(queries_sent(loki)) == source.queries_issued == 4
+    # one count for everything (both versions), the p99, the p90 of successful requests, the
+    # p95 of both versions, and its two interval bounds (both versions have n = 1500)
+    assert len(queries_sent(loki)) == source.queries_issued == 6
+
+
+# --- the latency regression's intervals: a second round, as few queries as the levels ----------
+
+
+REGRESSION = """
+    Feature: latency regression
+      Background:
+        Given the logs of stream {namespace="openfaas-fn"}
+        And the model version is "v2"
+      Scenario: p95 vs v1
+        Then the p95 latency is at most 20 percent above version "v1"
+"""
+
+
+def _regression(loki, tmp_path, *args):
+    (tmp_path / "regression.feature").write_text(textwrap.dedent(REGRESSION))
+    result, data = run(tmp_path, f"--loki-url={loki.url}", "--features=regression.feature", *args)
+    return result, data, checks(data)["p95 vs v1"]
+
+
+def test_versions_with_different_n_cost_four_bound_queries(loki, tmp_path):
+    """n differs between the versions, so do their bounds' levels: one query per level, each
+    filtered to its version — 2 (count, p95) + 4."""
+    v1 = loggen.requests(1500, version="v1", latency_ms=(60, 10), seed=40)
+    v2 = loggen.requests(1200, version="v2", latency_ms=(90, 15), seed=41)
+    push(loki, v1 + v2)
+    result, data, regression = _regression(loki, tmp_path)
+    assert result.exit_code == 1 and regression["verdict"] == "fail"
+    sent = queries_sent(loki)
+    assert len(sent) == 6 == data["queries_issued"]
+    for n, version in ((1200, "v2"), (1500, "v1")):
+        for level in order_statistic_levels(n, 0.95):
+            (query,) = [q for q in sent if q.startswith(f"quantile_over_time({level!r},")]
+            assert f'model_version="{version}"' in query and query.endswith("by ()")
+    (c_lo, c_hi) = bounds([x["latency_ms"] for x in v2], 0.95)
+    (b_lo, b_hi) = bounds([x["latency_ms"] for x in v1], 0.95)
+    assert c_lo / b_hi > 1.2  # even the favourable ends show more than +20 %
+    assert f"[{c_lo / b_hi:.3f}, {c_hi / b_lo:.3f}]" in regression["measured"]
+    assert "grew beyond +20% even at the favourable ends of both 95% intervals" in regression["reason"]
+
+
+def test_an_increase_near_the_allowance_is_inconclusive_and_the_log_file_agrees(loki, tmp_path):
+    """A true +20 % on +20 % allowed: the intervals straddle the allowance — inconclusive, where
+    the point quantiles alone would pass or fail by chance. The log-file source computes the same
+    order statistics from the values."""
+    v1 = loggen.requests(1500, version="v1", latency_ms=(100, 20), seed=42)
+    v2 = loggen.requests(1500, version="v2", latency_ms=(120, 24), seed=43)
+    push(loki, v1 + v2)
+    result, data, regression = _regression(loki, tmp_path)
+    assert result.exit_code == 0 and regression["verdict"] == "inconclusive"
+    assert "straddle +20%" in regression["reason"]
+    (c_lo, c_hi) = bounds([x["latency_ms"] for x in v2], 0.95)
+    (b_lo, b_hi) = bounds([x["latency_ms"] for x in v1], 0.95)
+    assert c_lo / b_hi <= 1.2 < c_hi / b_lo
+    loggen.write(tmp_path / "logs.jsonl", v1 + v2)
+    (tmp_path / "regression.feature").write_text(textwrap.dedent(REGRESSION))
+    _, from_file = run(tmp_path, "--logs-file=logs.jsonl", "--features=regression.feature")
+    mine = checks(from_file)["p95 vs v1"]
+    for key in ("verdict", "n", "measured", "reason"):
+        assert mine[key] == regression[key], key
+    assert mine["value"] == pytest.approx(regression["value"], rel=1e-12)
+
+
+def test_significance_off_compares_the_point_quantiles_in_one_round(loki, tmp_path):
+    v1 = loggen.requests(1500, version="v1", latency_ms=(100, 20), seed=42)
+    v2 = loggen.requests(1500, version="v2", latency_ms=(120, 24), seed=43)
+    push(loki, v1 + v2)
+    result, data, regression = _regression(loki, tmp_path, "--significance=off")
+    assert len(queries_sent(loki)) == 2 == data["queries_issued"]  # the count and the p95
+    cur = p([x["latency_ms"] for x in v2], 0.95)
+    base = p([x["latency_ms"] for x in v1], 0.95)
+    assert regression["verdict"] == ("pass" if cur / base - 1 <= 0.2 else "fail")
+    assert "point quantiles: significance off" in regression["reason"]
+
+
+def test_significance_sets_the_intervals_confidence(loki, tmp_path):
+    """significance 0.2: 80 % intervals, whose ranks are the binomial's 10 % tails."""
+    v1 = loggen.requests(1500, version="v1", latency_ms=(100, 20), seed=42)
+    v2 = loggen.requests(1500, version="v2", latency_ms=(120, 24), seed=43)
+    push(loki, v1 + v2)
+    _, _, regression = _regression(loki, tmp_path, "--significance=0.2")
+    (c_lo, c_hi) = bounds([x["latency_ms"] for x in v2], 0.95, confidence=0.8)
+    assert f"[{c_lo:.1f}, {c_hi:.1f}]" in regression["measured"]
+    assert "80% intervals" in regression["threshold"]

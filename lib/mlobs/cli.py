@@ -122,6 +122,10 @@ SLO_OPTIONS = [
     opt("vars", "Extra ${NAME} values for feature files, one NAME=VALUE per line or comma."),
     opt("loki-concurrency", "Loki queries in flight at once (each with its own retries and deadline).",
         type=click.IntRange(min=1), default=slo("loki-concurrency"), show_default=True),
+    opt("significance", "Latency regressions between versions fail only when the versions' "
+        "order-statistic intervals (at confidence 1 − significance) show an increase beyond the "
+        "allowance, so a version that did not regress fails at most this often; 'off' compares "
+        "the point quantiles.", default=slo("significance"), show_default=True),
 ]
 
 LAKE_OPTIONS = [
@@ -173,6 +177,10 @@ EVALUATE_OPTIONS = [
     opt("bento-timeout", "Seconds to wait for one answer from the Bento.",
         default=evaluation("bento-timeout"), show_default=True),
     opt("deadline", "Overall time limit of the evaluation, e.g. 900, 15m, 2h (default: none)."),
+    opt("significance", "A gate fails only when the point estimate breaches max-regression AND "
+        "the regression is significant at this level (one-sided test); a breach within the "
+        "noise is inconclusive and says how many samples would settle it. 'off': point-estimate "
+        "gates.", default=evaluation("significance"), show_default=True),
 ]
 
 REPORT_OPTIONS = [

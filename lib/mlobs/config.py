@@ -143,6 +143,8 @@ class SloSettings:
     # ${NAME} values: SLO_* variables, then the vars input, then the inputs' own names.
     variables: Mapping[str, str] = field(default_factory=dict, repr=False)
     loki_concurrency: int = 4
+    # latency regressions: order-statistic intervals at 1 − significance; None ('off'): point quantiles
+    significance: float | None = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,6 +185,7 @@ class EvaluateSettings:
     bento_timeout: float = 60  # seconds for one answer
     deadline: float | None = None  # seconds for the whole evaluation
     commit_sha: str | None = None  # GITHUB_SHA: recorded with the run
+    significance: float | None = 0.05  # the gates' test level; None ('off'): point-estimate gates
 
 
 # The settings class (and the nested field) of each mode's inputs, for defaults and the tests.
@@ -308,6 +311,13 @@ def _number(inputs: _Inputs, name: str, cls: type, kind: type, minimum: float) -
     return number
 
 
+def _significance(inputs: _Inputs, cls: type) -> float | None:
+    from mlobs.stats.gates import parse_significance
+
+    value = inputs.text("significance")
+    return _default(cls, "significance") if value is None else parse_significance(value)
+
+
 def _common(mode: str, inputs: _Inputs, env: Mapping[str, str], redactor: Redactor,
             github: GithubContext) -> CommonSettings:
     workdir = Path(inputs.text("working_directory") or _default(CommonSettings, "working_directory"))
@@ -394,6 +404,7 @@ def _slo(common: CommonSettings, inputs: _Inputs, env: Mapping[str, str]) -> Slo
         grafana_url=inputs.text("grafana_url"),
         variables=MappingProxyType(variables),
         loki_concurrency=_number(inputs, "loki_concurrency", SloSettings, int, 1),
+        significance=_significance(inputs, SloSettings),
     )
 
 
@@ -474,6 +485,7 @@ def _evaluate(common: CommonSettings, inputs: _Inputs) -> EvaluateSettings:
         or d["bento_timeout"],
         deadline=parse_duration(inputs.text("deadline"), "deadline"),
         commit_sha=text(common.env.get("GITHUB_SHA")),
+        significance=_significance(inputs, EvaluateSettings),
     )
 
 

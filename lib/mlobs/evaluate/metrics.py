@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from mlobs.evaluate import registry
 
 ERROR_PREDICTION = "<error>"  # what an error row "predicted": wrong for every class
+# The "label" of a row without one (tables written before unlabelled rows were refused hold
+# them): never equal to a prediction, not a class of per-class metrics. It must differ from
+# ERROR_PREDICTION, or an error row without a label would count as right.
+NO_LABEL = "\x00no label"
 WHOLE_RUN = ("", "")  # (slice_name, slice_value) of the run as a whole
 
 
@@ -98,7 +102,7 @@ def _metrics(rows: list[dict], labels: list[str], bins: int) -> Metrics:
     for r in rows:
         if r["n"] <= 0:
             continue
-        y_true.append(r["label"] if r["label"] is not None else ERROR_PREDICTION)
+        y_true.append(r["label"] if r["label"] is not None else NO_LABEL)
         y_pred.append(ERROR_PREDICTION if r["is_error"] or r["prediction"] is None else r["prediction"])
         weight.append(int(r["n"]))
     n = sum(weight)

@@ -137,10 +137,14 @@ def _judge(engine, info, settings, common, written, errors):
     baseline_metrics = from_aggregate(baseline_rows, labels=labels) if baseline else None
     other_dataset = bool(baseline and baseline.dataset_hash and info.dataset_hash
                          and baseline.dataset_hash != info.dataset_hash)
-    gates = compare.check_gates(settings.gates, metrics.overall, baseline_metrics.overall) \
+    m = metrics.overall
+    evidence = compare.gather(engine, info, baseline, current_rows, baseline_rows, labels,
+                              compare_runs=m.n > 0 and baseline_metrics is not None
+                              and baseline_metrics.overall.n > 0)
+    gates = compare.judge_gates(settings.gates, metrics.overall, baseline_metrics.overall,
+                                evidence.deltas, settings.significance) \
         if baseline_metrics and not other_dataset else []
 
-    m = metrics.overall
     if m.n == 0 or m.errors == m.n:  # only a run committed by an older action can get here
         verdict, reason = Verdict.ERROR, "Every sample failed: the model server answered no prediction."
     elif common.baseline_version and baseline is None:
@@ -151,11 +155,12 @@ def _judge(engine, info, settings, common, written, errors):
             f"The baseline run {baseline.run_id} of {baseline.model_version} was evaluated on another "
             f"dataset (sha256 {baseline.dataset_hash[:16]}…, this run {info.dataset_hash[:16]}…): "
             "its numbers are not comparable, so no gate was checked.")
-    elif any(g.passed is False for g in gates):
-        failed = [g for g in gates if g.passed is False]
+    elif any(g.verdict == "fail" for g in gates):
+        failed = [g for g in gates if g.verdict == "fail"]
         verdict, reason = Verdict.FAIL, "Regressed: " + "; ".join(g.gate.describe() for g in failed) + "."
-    elif any(g.passed is None for g in gates):
-        verdict, reason = Verdict.INCONCLUSIVE, "A gate's metric is missing in one of the runs."
+    elif any(g.verdict == "inconclusive" for g in gates):
+        unsettled = [g for g in gates if g.verdict == "inconclusive"]
+        verdict, reason = Verdict.INCONCLUSIVE, " ".join(g.reason for g in unsettled)
     elif gates:
         verdict, reason = Verdict.PASS, f"All {len(gates)} regression gates hold."
     else:
@@ -171,7 +176,8 @@ def _judge(engine, info, settings, common, written, errors):
         baseline_snapshot_id=baseline.snapshot_id if baseline else None,
         baseline_metrics=baseline_metrics, gates=gates, errors=errors,
         max_error_rate=settings.max_error_rate,
-        baseline_dataset_hash=baseline.dataset_hash if baseline else None)
+        baseline_dataset_hash=baseline.dataset_hash if baseline else None,
+        evidence=evidence, significance=settings.significance)
 
 
 def _refused(refused, gate, settings, common, *, run_id, dataset_hash, table):

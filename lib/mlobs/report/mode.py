@@ -39,8 +39,12 @@ def run(settings: PublishSettings) -> Report:
 
         store = open_store(target, token=common.github_token, endpoint=settings.s3_endpoint_url,
                            env=common.env)
-        result = publish.publish(store, versions, settings.baseline, publish.Sources(newest, pinned),
-                                 site, force=settings.force)
+        def statistics(a: dict, b: dict) -> dict | None:
+            return data.comparison_statistics(engine, a, b)
+
+        result = publish.publish(store, versions, settings.baseline,
+                                 publish.Sources(newest, pinned, statistics), site,
+                                 force=settings.force)
     finally:
         engine.close()
         if store is not None:

@@ -56,12 +56,20 @@ class Sources:
 
     newest: Callable[[str], dict]                # a version's document from the run to publish
     pinned: Callable[[str, str], dict | None]    # (version, run id) → document, None if gone
+    # (document a, document b) → b's deltas against a with intervals and tests, None if unknown
+    statistics: Callable[[dict, dict], dict | None] = lambda a, b: None
     _cache: dict = field(default_factory=dict)
 
     def doc(self, version: str) -> dict:
         if version not in self._cache:
             self._cache[version] = self.newest(version)
         return self._cache[version]
+
+    def comparison(self, a: dict, b: dict) -> dict | None:
+        key = ("statistics", a["run"]["run_id"], b["run"]["run_id"])
+        if key not in self._cache:
+            self._cache[key] = self.statistics(a, b)
+        return self._cache[key]
 
     def pinned_doc(self, version: str, run_id: str) -> dict | None:
         key = (version, run_id)
@@ -135,18 +143,26 @@ def same_data(a: dict, b: dict) -> bool:
     """Same report data, whichever run produced it (a re-evaluation with identical results).
 
     A headline metric registered after one of them was published (mlobs.evaluate.registry) is
-    in the other only: it is derived from the data compared here, so it is left out.
+    in the other only: it is derived from the data compared here, so it is left out. Likewise
+    what a later schema added (``mlobs.report/2``'s intervals, computed from the same counts): a
+    document published by an earlier action is compared on the parts it has, so re-publishing
+    it verifies instead of being refused.
     """
     shared = set(a.get("headline", {})) & set(b.get("headline", {}))
+    keys = (set(a) & set(b)) - {"schema"}
 
     def strip(doc: dict) -> str:
-        copy = dict(doc)
+        copy = {k: v for k, v in doc.items() if k in keys}
         copy["run"] = {k: v for k, v in doc.get("run", {}).items() if k not in RUN_IDENTITY}
         if "headline" in doc:
             copy["headline"] = {k: v for k, v in doc["headline"].items() if k in shared}
+        if isinstance(copy.get("intervals"), dict) and "headline" in copy["intervals"]:
+            copy["intervals"] = {**copy["intervals"], "headline": {
+                k: v for k, v in copy["intervals"]["headline"].items() if k in shared}}
         return to_json(copy)
 
-    return strip(a) == strip(b)
+    return (a.get("schema") in data.REPORT_SCHEMAS and b.get("schema") in data.REPORT_SCHEMAS
+            and strip(a) == strip(b))
 
 
 def data_bytes(doc: dict) -> bytes:
@@ -199,13 +215,15 @@ def _plan(snapshot: Snapshot, store: Store, versions: list[str], baseline: str |
         else:  # a baseline not published yet gets its page too, so the comparison's links work
             docs[other], status[other] = sources.doc(other), "new"
 
-    comparisons = {compare_name(a, b): data.compare_documents(docs[a], docs[b]) for a, b in pairs}
+    comparisons = {compare_name(a, b): data.compare_documents(
+        docs[a], docs[b], sources.comparison(docs[a], docs[b])) for a, b in pairs}
     for version, state in status.items():
         if state in ("new", "forced"):
             doc = docs[version]
             entries[version] = {"version": version, "compare": entries.get(version, {}).get("compare", []),
                                 "committed_at": doc["run"]["committed_at"], "run_id": doc["run"]["run_id"],
-                                "snapshot_id": doc["run"]["snapshot_id"], "headline": doc["headline"]}
+                                "snapshot_id": doc["run"]["snapshot_id"], "headline": doc["headline"],
+                                "intervals": (doc.get("intervals") or {}).get("headline")}
     for name, comp in comparisons.items():
         entry = entries[comp["b"]]
         if name not in entry["compare"]:

@@ -23,9 +23,13 @@ def render(versions, docs, pairs, published, report_url: str | None, key: str = 
         h = docs[v]["headline"]
         other = baseline_of.get(v)
         cells = [link(v, f"{v}/index.html"), str(h["n"])]
+        bounds_of = (docs[v].get("intervals") or {}).get("headline", {})
         for metric in metrics:  # a version published before a metric existed lacks it: —
             now = h.get(metric.name)
             value = metric.format(now)
+            bounds = bounds_of.get(metric.name)
+            if now is not None and bounds:  # a version published before intervals has none
+                value += f" [{metric.format(bounds['low'])}, {metric.format(bounds['high'])}]"
             if other:
                 before = docs[other]["headline"].get(metric.name)
                 if before is not None and now is not None:
@@ -46,7 +50,7 @@ def render(versions, docs, pairs, published, report_url: str | None, key: str = 
                      + ", ".join(md.code(v) for v in published.kept))
     head = f"**{Verdict.PASS.icon}** — {'; '.join(state) or 'nothing new'}."
     pinned = [a for a, _ in pairs if a in published.pinned and a not in versions]
-    note = "Deltas are against the compared version"
+    note = "95 % intervals in brackets; deltas are against the compared version"
     if pinned:
         note += ", as published (" + ", ".join(
             f"{md.code(a)} from run {md.code(published.pinned[a])}" for a in dict.fromkeys(pinned)) + ")"

@@ -100,32 +100,37 @@ def _build(tmp: Path, documents, comparisons, ordered, site: Site) -> Path:
     metrics = registry.page_metrics()  # the templates iterate over these, naming no metric
     for doc in documents:
         labels = doc["labels"]
-        page = {
-            "title": f"Model {doc['version']}", "layout": "version",
-            "url": f"/{doc['version']}/index.html", "report": doc, "metrics": metrics,
-            "charts": {
-                "confusion": svg.heatmap(labels, doc["confusion"]["columns"],
-                                         doc["confusion"]["matrix"], f"Confusion matrix of {doc['version']}"),
-                "per_class": svg.grouped_bars(
-                    labels, {k: [c[k] for c in doc["per_class"]] for k in ("precision", "recall", "f1")},
-                    f"Precision, recall and F1 per class of {doc['version']}"),
-                "reliability": svg.reliability(doc["calibration"]["bins"],
-                                               f"Reliability diagram of {doc['version']}"),
-            },
+        charts = {
+            "confusion": svg.heatmap(labels, doc["confusion"]["columns"],
+                                     doc["confusion"]["matrix"], f"Confusion matrix of {doc['version']}"),
+            "per_class": svg.grouped_bars(
+                labels, {k: [c[k] for c in doc["per_class"]] for k in ("precision", "recall", "f1")},
+                f"Precision, recall and F1 per class of {doc['version']}",
+                errors=_class_errors(doc)),
+            "reliability": svg.reliability(doc["calibration"]["bins"],
+                                           f"Reliability diagram of {doc['version']}"),
         }
+        if doc.get("intervals"):  # a /1 document (published before intervals) has no chart of them
+            charts["headline"] = svg.intervals(_headline_rows(doc),
+                                               f"Headline metrics of {doc['version']} with 95 % intervals")
+        page = {"title": f"Model {doc['version']}", "layout": "version",
+                "url": f"/{doc['version']}/index.html", "report": doc, "metrics": metrics,
+                "charts": charts, "view": _view(doc)}
         _write_page(content / doc["version"] / "index.md", page)
     for comp in comparisons:
         name = compare_name(comp["a"], comp["b"])
         diff = comp["confusion_diff"]
         page = {"title": f"{comp['a']} → {comp['b']}", "layout": "compare",
                 "url": f"/compare/{name}/index.html", "comparison": comp,
+                "view": _compare_view(comp),
                 "charts": {"confusion_diff": svg.heatmap(diff["labels"], diff["columns"], diff["matrix"],
                                                          f"Confusion difference {name}", diverging=True)}}
         _write_page(content / "compare" / name / "index.md", page)
     history = [m["name"] for m in metrics if m["history_line"]]
     index = {"title": "Model reports", "versions": ordered, "metrics": metrics,
-             "charts": {"history": svg.history(ordered, history,
-                                               "Headline metrics per published version")}}
+             "charts": {"history": svg.history(
+                 ordered, history, "Headline metrics per published version, with 95 % intervals",
+                 labels={m["name"]: m["label"] for m in metrics})}}
     _write_page(content / "_index.md", index)
     public = tmp / "public"
     cmd = [str(hugo_binary()), "--source", str(source), "--destination", str(public), "--quiet",
@@ -137,6 +142,116 @@ def _build(tmp: Path, documents, comparisons, ordered, site: Site) -> Path:
         first = next((ln for ln in lines if "ERROR" in ln or "Error" in ln), lines[0] if lines else "")
         raise HugoError(f"hugo failed (exit {proc.returncode}): {first.strip()}")
     return public
+
+
+def _class_errors(doc: dict) -> dict[str, list] | None:
+    """Each class's precision/recall/F1 interval as (low, high), in the document's class order."""
+    ivs = doc.get("intervals")
+    if not ivs:
+        return None
+    by_label = {c["label"]: c for c in ivs["per_class"]}
+    return {kind: [(b["low"], b["high"]) if (b := (by_label.get(c["label"]) or {}).get(kind))
+                   else None for c in doc["per_class"]]
+            for kind in ("precision", "recall", "f1")}
+
+
+def _num(value: float | None, bounds: dict | None = None) -> str:
+    """``0.889 [0.807, 0.939]`` (3 digits), ``0.889`` without an interval, ``—`` without a value."""
+    if value is None:
+        return "—"
+    text = f"{value:.3f}"
+    return f"{text} [{bounds['low']:.3f}, {bounds['high']:.3f}]" if bounds else text
+
+
+def _view(doc: dict) -> dict:
+    """The version page's cells that combine a value with its interval, as text (a /1 document,
+    published before intervals, gives the values alone)."""
+    ivs = doc.get("intervals")
+    classes = {c["label"]: c for c in (ivs or {}).get("per_class", [])}
+    slices = {(s["name"], s["value"]): s for s in (ivs or {}).get("slices", [])}
+    view: dict = {
+        "intervals": "" if not ivs else (
+            f"{ivs['confidence'] * 100:g} % intervals. Accuracy and error rate: Wilson score "
+            f"intervals; the other metrics: a percentile bootstrap ({ivs['resamples']:,} resamples "
+            "of the golden set, seeded by its counts, so the page is the same every time it is "
+            "built)."),
+        "headline": [],
+        "per_class": [{"label": c["label"], "support": c["support"],
+                       **{kind: _num(c[kind], (classes.get(c["label"]) or {}).get(kind))
+                          for kind in ("precision", "recall", "f1")}} for c in doc["per_class"]],
+        "slices": [{"name": s["name"], "value": s["value"], "n": s["n"], "errors": s["errors"],
+                    "accuracy": _num(s["accuracy"],
+                                     (slices.get((s["name"], s["value"])) or {}).get("accuracy")),
+                    "macro_f1": s["macro_f1"]} for s in doc["slices"]],
+    }
+    if ivs:
+        for m in registry.metrics():
+            bounds = ivs["headline"].get(m.name)
+            view["headline"].append(f"[{m.format(bounds['low'])}, {m.format(bounds['high'])}]"
+                                    if bounds else "—")
+    return view
+
+
+def _compare_view(comp: dict) -> dict:
+    """The comparison page's interval and test cells as text (empty where a document or the
+    table could not give them)."""
+    from mlobs.stats.format import format_p
+
+    rows = []
+    for entry in comp["metrics"]:
+        m = registry.get(entry["metric"])
+        rows.append({"a": _bounds_text(m, entry.get("a_low"), entry.get("a_high")),
+                     "b": _bounds_text(m, entry.get("b_low"), entry.get("b_high")),
+                     "interval": _delta_bounds(entry),
+                     "p": f"{format_p(entry['p_value'])} ({entry['method']})"
+                     if entry.get("p_value") is not None else "—"})
+    comparison = comp.get("comparison")
+    note = ""
+    if comparison:
+        how = ("paired: McNemar's exact test for shares of samples, a paired bootstrap over "
+               "sample ids for the other metrics" if comparison["paired"] else
+               "unpaired: Newcombe's interval and a two-proportion z test for shares of samples, "
+               "independent bootstraps for the other metrics")
+        note = (f"95 % intervals. The deltas are {how} — {comparison['why']}. p is two-sided "
+                "(no difference).")
+    return {"metrics": rows, "note": note,
+            "tests": any(r["p"] != "—" or r["interval"] != "—" for r in rows)}
+
+
+def _bounds_text(metric, low: float | None, high: float | None) -> str:
+    if low is None or high is None or metric is None:
+        return ""
+    return f"[{metric.format(low)}, {metric.format(high)}]"
+
+
+def _delta_bounds(entry: dict) -> str:
+    """``[−0.025, +0.001]`` (``[−2.5 pp, +0.1 pp]`` for a percentage); ``—`` without one."""
+    from mlobs.stats.format import format_signed
+
+    if entry.get("low") is None or entry.get("high") is None:
+        return "—"
+
+    def signed(x: float) -> str:
+        if entry["percent"]:
+            return format_signed(x * 100, entry["digits"]) + " pp"
+        return format_signed(x, entry["digits"])
+
+    return f"[{signed(entry['low'])}, {signed(entry['high'])}]"
+
+
+def _headline_rows(doc: dict) -> list[dict]:
+    rows = []
+    for m in registry.metrics():
+        value = doc["headline"].get(m.name)
+        bounds = doc["intervals"]["headline"].get(m.name)
+        text = m.format(value)
+        if value is not None and bounds:
+            text += f" [{m.format(bounds['low'])}, {m.format(bounds['high'])}]"
+        label = m.label if m.higher_is_better else f"{m.label} (lower is better)"
+        rows.append({"label": label, "value": value, "text": text,
+                     "low": bounds["low"] if bounds else None,
+                     "high": bounds["high"] if bounds else None})
+    return rows
 
 
 def _json(data) -> str:

@@ -7,6 +7,12 @@ computed afterwards from the answers (``Check.evaluate``).
 Honesty rules: no data, too few samples for the statistic, NaN, or 0/0 is inconclusive — never a
 pass; every result carries the exact queries behind it. A contract that cannot mean anything (a
 threshold of inf, NaN or below zero, an inverted band, a percentile outside (0, 100)) is refused.
+
+Some checks need a second round of measurements that depends on the first: the latency regression
+between versions asks for each version's quantile at the order-statistic bounds of its interval,
+whose levels follow from the version's n (:func:`mlobs.stats.quantiles.quantile_plan`). Such a
+check names them in ``follow_up``; the runner fetches every check's follow-ups together, in one
+planned round, once the first round is in.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ class CheckSettings:
     drift_alpha: float = 0.01  # chi-square p-value below which a difference is significant
     drift_max_js: float = 0.1  # Jensen-Shannon distance (base 2) above which it matters
     confidence: float = 0.95
+    # The significance input: a latency regression between versions fails only when the versions'
+    # order-statistic intervals at confidence 1 − significance show an increase beyond the
+    # allowance (a version that did not regress then fails at most this often); None: compare the
+    # point quantiles.
+    significance: float | None = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class Check:
 
     requests: tuple[Request, ...]
     evaluate: Callable[[Source], CheckResult]
+    # Measurements that depend on the first round's answers (asked once those are in).
+    follow_up: Callable[[Source], tuple[Request, ...]] | None = None
 
 
 # --- contract validation -----------------------------------------------------------------------
@@ -274,6 +287,21 @@ def distribution_drift_check(scope: Scope, settings: CheckSettings, baseline_ver
 
 def latency_regression(scope: Scope, settings: CheckSettings, percentile: float,
                        max_increase_pct: float, baseline_version: str) -> Check:
+    """The q-quantile of this version's latency is at most ``max_increase_pct`` above the
+    baseline version's.
+
+    With a significance level α (the default) each version's quantile gets a distribution-free
+    interval at confidence 1 − α by order statistics: of its n usable latencies (the count query),
+    the ranks whose binomial bounds enclose the quantile, asked of the source as quantiles at the
+    levels that return exactly those order statistics (a second round, once n is known). The
+    check fails only when even the favourable ends of both intervals show an increase beyond the
+    allowance (a version that did not regress fails at most α of the time: one tail of each
+    interval), passes when even the unfavourable ends stay within it, and is inconclusive when
+    they straddle it (:func:`mlobs.stats.quantiles.latency_regression`). Without α: the point
+    quantiles decide, as before.
+    """
+    from mlobs.stats import quantiles
+
     percentile = percentile_value(percentile)
     max_increase_pct = finite(max_increase_pct, "the allowed increase (percent)")
     q = percentile / 100
@@ -283,34 +311,104 @@ def latency_regression(scope: Scope, settings: CheckSettings, percentile: float,
     n_base_request = CountRequest(base_scope, (valid_number(field),))
     cur_request = QuantileRequest(scope, q, field)
     base_request = QuantileRequest(base_scope, q, field)
+    alpha = settings.significance
+    confidence = 1 - alpha if alpha is not None else None
+    needed = settings.min_samples or min_samples_for_quantile(q, settings.quantile_tail)
 
-    def evaluate(source: Source) -> CheckResult:
+    def plans(source: Source):
+        """Each version's order-statistic plan and its bound requests (None: not asked)."""
+        out = []
+        for version_scope, request in ((scope, n_cur_request), (base_scope, n_base_request)):
+            n = int(source.get(request).total)
+            plan = quantiles.quantile_plan(n, q, confidence) if n else None
+            low = None if plan is None or plan.level_low is None else \
+                QuantileRequest(version_scope, plan.level_low, field)
+            high = None if plan is None or plan.level_high is None else \
+                QuantileRequest(version_scope, plan.level_high, field)
+            out.append((plan, low, high))
+        return out
+
+    def follow_up(source: Source) -> tuple[Request, ...]:
+        if confidence is None:
+            return ()
         n_cur = int(source.get(n_cur_request).total)
         n_base = int(source.get(n_base_request).total)
-        needed = settings.min_samples or min_samples_for_quantile(q, settings.quantile_tail)
+        if n_cur < needed or n_base < needed:
+            return ()  # inconclusive on n alone: nothing more to ask
+        return tuple(r for _, low, high in plans(source) for r in (low, high) if r is not None)
+
+    def evaluate(source: Source) -> CheckResult:
+        counted_cur, counted_base = source.get(n_cur_request), source.get(n_base_request)
+        n_cur, n_base = int(counted_cur.total), int(counted_base.total)
+        threshold = f"≤ +{max_increase_pct:g}%"
+        if confidence is not None:
+            threshold += f" ({confidence * 100:g}% intervals)"
         result = CheckResult(name=f"p{percentile:g} latency vs {baseline_version}",
-                             verdict=Verdict.INCONCLUSIVE, threshold=f"≤ +{max_increase_pct:g}%",
-                             n=n_cur, window=scope.window)
+                             verdict=Verdict.INCONCLUSIVE, threshold=threshold,
+                             n=n_cur, window=scope.window,
+                             queries=_queries(counted_cur, counted_base))
         if n_cur < needed or n_base < needed:
             result.reason = (f"n={n_cur} (this version) and n={n_base} ({baseline_version}); "
                              f"{needed} needed on each side for a p{percentile:g}.")
             return result
         cur = source.get(cur_request)
         base = source.get(base_request)
-        result.queries = _queries(cur, base)
+        result.queries = _queries(cur, base, counted_cur, counted_base)
         if cur.value is None or base.value is None or base.value <= 0:
             result.reason = cur.note or base.note or "A quantile came back empty, NaN or zero."
             return result
         change = cur.value / base.value - 1
         result.value = change
-        result.measured = f"{cur.value:.1f} vs {base.value:.1f} ms ({change * 100:+.1f}%)"
-        passed = change <= max_increase_pct / 100
-        result.verdict = Verdict.PASS if passed else Verdict.FAIL
-        result.reason = (f"p{percentile:g} {cur.value:.1f} ms vs {base.value:.1f} ms on "
-                         f"{baseline_version}: {change * 100:+.1f}%.")
+        if confidence is None:
+            result.measured = f"{cur.value:.1f} vs {base.value:.1f} ms ({change * 100:+.1f}%)"
+            passed = change <= max_increase_pct / 100
+            result.verdict = Verdict.PASS if passed else Verdict.FAIL
+            result.reason = (f"p{percentile:g} {cur.value:.1f} ms vs {base.value:.1f} ms on "
+                             f"{baseline_version}: {change * 100:+.1f}% (point quantiles: "
+                             "significance off).")
+            return result
+        intervals, bound_queries = [], []
+        for (plan, low, high), point in zip(plans(source), (cur, base), strict=True):
+            got = [source.get(r) if r is not None else None for r in (low, high)]
+            bound_queries += [m for m in got if m is not None]
+            missing = [m for m in got if m is not None and m.value is None]
+            if missing:
+                result.queries = _queries(cur, base, *bound_queries, counted_cur, counted_base)
+                result.reason = missing[0].note or "A quantile at an interval bound came back empty."
+                return result
+            intervals.append(quantiles.interval_from_levels(
+                plan, point.value, *(m.value if m is not None else None for m in got)))
+        result.queries = _queries(cur, base, *bound_queries, counted_cur, counted_base)
+        decision = quantiles.latency_regression(intervals[0], intervals[1], max_increase_pct / 100)
+        result.verdict = {quantiles.PASS: Verdict.PASS, quantiles.FAIL: Verdict.FAIL}.get(
+            decision.verdict, Verdict.INCONCLUSIVE)
+        ratio = (f"×{decision.ratio:.3f} [{_bound(decision.ratio_low)}, "
+                 f"{_bound(decision.ratio_high)}]") if decision.ratio is not None else ""
+        result.measured = (f"{_ms_interval(intervals[0])} vs {_ms_interval(intervals[1])} "
+                           f"({change * 100:+.1f}%, {ratio})")
+        result.reason = (f"p{percentile:g} {_ms_interval(intervals[0])} (n={n_cur}) vs "
+                         f"{_ms_interval(intervals[1])} (n={n_base}) on {baseline_version}, "
+                         f"{confidence * 100:g}% order-statistic intervals (coverage "
+                         f"{_coverage(intervals[0])} and {_coverage(intervals[1])}). "
+                         + decision.reason)
         return result
 
-    return Check((n_cur_request, n_base_request, cur_request, base_request), evaluate)
+    return Check((n_cur_request, n_base_request, cur_request, base_request), evaluate, follow_up)
+
+
+def _bound(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3f}"
+
+
+def _ms_interval(iv) -> str:
+    """``181.3 ms [176.0, 186.2]``; a missing bound (too few samples) is ``?``."""
+    def ms(x: float | None) -> str:
+        return "?" if x is None else f"{x:.1f}"
+    return f"{iv.value:.1f} ms [{ms(iv.low)}, {ms(iv.high)}]"
+
+
+def _coverage(iv) -> str:
+    return f"{iv.coverage * 100:.1f}%" if iv.low is not None and iv.high is not None else "n/a"
 
 
 def _num(text: str) -> float:

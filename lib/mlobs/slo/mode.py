@@ -49,7 +49,8 @@ def run(settings: SloSettings) -> Report:
     files = collect_feature_files(list(settings.features))
     sources = make_sources(settings)
     defaults = Defaults(selector=settings.selector, window=settings.window, end=end,
-                        model_version=common.model_version, grafana_url=settings.grafana_url)
+                        model_version=common.model_version, grafana_url=settings.grafana_url,
+                        significance=settings.significance)
     end_text = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     result = run_features(files, sources, dict(settings.variables), defaults,
                           common.working_directory, baseline_version=common.baseline_version,

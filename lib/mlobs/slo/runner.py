@@ -85,6 +85,7 @@ def run_features(files: list[Path], sources: Sources, variables: dict[str, str],
                           "name a Loki in the feature file (Given a Loki instance running at \"…\")")
     for source in sources.used():
         source.prefetch(r for p in session.pending if p.source is source for r in p.check.requests)
+    _second_round(session.pending, sources)
     failed: set[int] = set()
     for pending in session.pending:
         scenario = pending.scenario
@@ -108,6 +109,26 @@ def run_features(files: list[Path], sources: Sources, variables: dict[str, str],
     return RunResult(source=label, window=defaults.window, end=end_text,
                      model_version=defaults.model_version, baseline_version=baseline_version,
                      scenarios=session.scenarios, queries_issued=sum(s.queries_issued for s in used))
+
+
+def _second_round(pending, sources: Sources) -> None:
+    """The measurements that depend on the first round's answers (the order-statistic bounds of
+    a latency regression: their levels follow from n), all fetched in one planned round per
+    source. A check whose first-round answer was an error asks nothing: its evaluation reports
+    the error."""
+    for source in sources.used():
+        wanted = []
+        for p in pending:
+            if p.source is not source or p.check.follow_up is None:
+                continue
+            try:
+                wanted += p.check.follow_up(source)
+            except SourceUnavailable:
+                raise
+            except MlobsError:
+                continue
+        if wanted:
+            source.prefetch(wanted)
 
 
 def _collect_step_outcomes(features, session: Session) -> list[tuple[ScenarioResult, CheckResult]]:

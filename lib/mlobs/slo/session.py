@@ -38,6 +38,7 @@ class Defaults:
     model_version: str | None = None
     grafana_url: str | None = None
     fields: LogFields = LogFields()
+    significance: float | None = 0.05  # the significance input (see CheckSettings)
 
 
 class Sources:
@@ -82,7 +83,8 @@ class ScenarioState:
     def from_defaults(cls, d: Defaults) -> ScenarioState:
         from mlobs.loki.logql import parse_duration
 
-        return cls(d.selector, d.window, parse_duration(d.window), d.model_version, d.fields)
+        return cls(d.selector, d.window, parse_duration(d.window), d.model_version, d.fields,
+                   CheckSettings(significance=d.significance))
 
     def set_window(self, text: str) -> None:
         from mlobs.loki.logql import parse_duration

@@ -216,7 +216,7 @@ class FileSource(Source):
                           if v is not None]
                 answers[request] = Measured(
                     quantile(values, request.q) if values else None,
-                    f"{self.description}: quantile {request.q:g} of {request.field}"
+                    f"{self.description}: quantile {request.q!r} of {request.field}"
                     f"{_describe(filters, ())} — {evidence}")
             else:
                 assert isinstance(request, DroppedRequest)

@@ -1,17 +1,22 @@
 """Deltas against a baseline run, each with its interval, p-values and the method that made them.
 
+The metrics, their directions and their methods are the metric registry's
+(:mod:`mlobs.evaluate.registry`); per-class metrics (``f1[<class>]``) are bootstrapped.
+
 Paired — both runs scored the same golden set (same dataset hash, same sample ids; see
 ``mlobs.stats.joint``):
-- accuracy and error rate: McNemar's exact test (scipy's ``binomtest`` on the discordant pairs)
-  and Newcombe's score interval for a difference of paired proportions (Newcombe 1998, method
-  10, with its continuity-corrected φ);
-- macro/weighted F1, per-class F1 and ECE: a paired bootstrap over sample ids — each resample
-  draws samples (both runs' outcomes together) from the joint counts.
+- ``wilson`` metrics (accuracy, error rate): McNemar's exact test (scipy's ``binomtest`` on the
+  discordant pairs) and Newcombe's score interval for a difference of paired proportions
+  (Newcombe 1998, method 10, with its continuity-corrected φ);
+- ``bootstrap`` metrics (macro/weighted F1, ECE) and per-class F1: a paired bootstrap over sample
+  ids — each resample draws samples (both runs' outcomes together) from the joint counts.
 
 Unpaired — otherwise:
-- accuracy and error rate: Newcombe's hybrid score interval (method 10 of Newcombe 1998) and the
+- ``wilson`` metrics: Newcombe's hybrid score interval (method 10 of Newcombe 1998) and the
   pooled two-proportion z test;
-- F1 and ECE: independent bootstraps of the two runs.
+- ``bootstrap`` metrics: independent bootstraps of the two runs.
+
+A metric registered without an interval gets its point delta only (no interval, no p-value).
 
 A delta is current − baseline. ``p_value`` is two-sided (H0: no difference); ``p_worse`` is
 one-sided with H1 "the current run is worse" in the metric's worse direction (lower accuracy and
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mlobs.stats import _engine
+from mlobs.stats.batch import Evaluator, Side, class_metric, successes
 from mlobs.stats.cells import WHOLE_RUN, Cells, cells_from_aggregate, default_labels
 from mlobs.stats.intervals import (
     DEFAULT_CONFIDENCE,
@@ -40,11 +46,6 @@ from mlobs.stats.intervals import (
     wilson,
 )
 from mlobs.stats.joint import JointCounts
-
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "ece": False,
-                    "error_rate": False}
-PROPORTIONS = ("accuracy", "error_rate")
-BOOTSTRAPPED = ("macro_f1", "weighted_f1", "ece")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class DeltaInterval:
     @property
     def label(self) -> str:
         """What the report says about the method: ``McNemar, paired``."""
+        if not self.test:
+            return "point estimates, no interval"
         short = {"McNemar exact": "McNemar", "two-proportion z": "Newcombe/z"}.get(
             self.test, "bootstrap")
         return f"{short}, {'paired' if self.paired else 'unpaired'}"
@@ -85,18 +88,36 @@ class DeltaInterval:
 
 
 def metric_direction(metric: str) -> bool:
-    """True when higher is better (per-class metrics like ``f1[cat]`` follow their kind)."""
-    return HIGHER_IS_BETTER.get(metric.split("[")[0], True)
+    """True when higher is better (the registry's; per-class metrics like ``f1[cat]`` follow
+    their kind)."""
+    from mlobs.evaluate import registry
+
+    return registry.higher_is_better(metric)
 
 
 def _wanted(metrics: Sequence[str] | None, labels: Sequence[str]) -> list[str]:
-    names = [*PROPORTIONS, *BOOTSTRAPPED, *(f"f1[{label}]" for label in labels)]
+    from mlobs.evaluate import registry
+
+    names = [*registry.names(),
+             *(f"{kind}[{label}]" for kind in registry.CLASS_METRICS for label in labels)]
     if metrics is None:
         return names
     unknown = [m for m in metrics if m not in names]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(names)}")
     return [m for m in names if m in metrics]
+
+
+def _metric(name: str) -> tuple[object, str | None]:
+    """(the metric as a function of Metrics, its interval method) for a headline or per-class
+    metric name."""
+    from mlobs.evaluate import registry
+
+    entry = registry.get(name)
+    if entry is not None:
+        return entry.value, entry.interval
+    kind, label = name[:-1].split("[", 1)
+    return class_metric(kind, label), "bootstrap"
 
 
 # -- proportions --------------------------------------------------------------------------------
@@ -177,7 +198,7 @@ def _paired_proportion(metric: str, first: np.ndarray, second: np.ndarray, n: np
     c = int(n[~first & second].sum())
     d = int(n[~first & ~second].sum())
     total = a + b + c + d
-    higher = HIGHER_IS_BETTER[metric]
+    higher = metric_direction(metric)
     delta = (b - c) / total
     low, high = newcombe_paired(a, b, c, d, confidence)
     # "worse": fewer correct (accuracy) or more errors (error rate) than the baseline
@@ -190,7 +211,7 @@ def _paired_proportion(metric: str, first: np.ndarray, second: np.ndarray, n: np
 
 def _unpaired_proportion(metric: str, k1: int, n1: int, k2: int, n2: int,
                          confidence: float) -> DeltaInterval:
-    higher = HIGHER_IS_BETTER[metric]
+    higher = metric_direction(metric)
     low, high = newcombe_unpaired(k1, n1, k2, n2, confidence)
     both, less, more = two_proportion_z(k1, n1, k2, n2)
     p1, p2 = k1 / n1, k2 / n2
@@ -224,13 +245,12 @@ def _bootstrap_delta(metric: str, point: tuple[float, float], replicates: np.nda
                          se, paired, test, method, n_cur, n_base, higher)
 
 
-def _ece_side(cells: Cells) -> tuple[_engine.EceSide, np.ndarray] | None:
-    has_conf = cells.conf_bin >= 0
-    if not cells.n[has_conf].sum():
-        return None
-    (conf_bin, correct), n, (conf_sum,) = _engine.reduce_cells(
-        [cells.conf_bin, cells.correct & has_conf], cells.n, [cells.conf_sum])
-    return _engine.EceSide(conf_bin, correct, conf_sum, n, cells.bins), n
+def _point_delta(metric: str, current: float, baseline: float, confidence: float, paired: bool,
+                 n_cur: int, n_base: int) -> DeltaInterval:
+    """A metric registered without an interval: the difference of the point estimates only."""
+    nan = math.nan
+    return DeltaInterval(metric, current, baseline, current - baseline, nan, nan, confidence, nan,
+                         nan, nan, paired, "", "", n_cur, n_base, metric_direction(metric))
 
 
 def paired_deltas(
@@ -249,53 +269,38 @@ def paired_deltas(
         raise ValueError(f"the runs cannot be paired: {joint.reason}")
     labels = joint.default_labels() if labels is None else list(labels)
     wanted = _wanted(metrics, labels)
-    remap = joint.class_index(labels)
-    true, cur, base = remap[joint.label], remap[joint.pred_cur], remap[joint.pred_base]
-    correct_cur = (joint.label >= 0) & (joint.pred_cur == joint.label)
-    correct_base = (joint.label >= 0) & (joint.pred_base == joint.label)
+    # Both runs' outcomes over the same joint cells: one weighting (a resample of sample ids)
+    # weighs the same samples on both sides.
+    side_cur = Side(joint.aligned("current", labels))
+    side_base = Side(joint.aligned("baseline", labels))
     total = int(joint.n.sum())
     out: dict[str, DeltaInterval] = {}
-    if "accuracy" in wanted:
-        out["accuracy"] = _paired_proportion("accuracy", correct_cur, correct_base, joint.n,
-                                             confidence)
-    if "error_rate" in wanted:
-        out["error_rate"] = _paired_proportion("error_rate", joint.error_cur, joint.error_base,
-                                               joint.n, confidence)
-    seed = _joint_fingerprint(joint, labels)
-    f1_metrics = [m for m in wanted if m in ("macro_f1", "weighted_f1") or m.startswith("f1[")]
-    if f1_metrics and labels:
-        (t, pc_, pb), n, _ = _engine.reduce_cells([true, cur, base], joint.n)
-        k = len(labels)
-        side_cur, side_base = _engine.F1Side(t, pc_, k), _engine.F1Side(t, pb, k)
-        rng = np.random.default_rng([seed, 1, resamples])
-        point = n[None, :].astype(np.float64)
-        p_cur, p_base = side_cur.scores(point), side_base.scores(point)
-        deltas: dict[str, list[np.ndarray]] = {m: [] for m in f1_metrics}
-        for w in _engine.multinomial_blocks(n, resamples, rng):
-            s_cur, s_base = side_cur.scores(w), side_base.scores(w)
-            for m in f1_metrics:
-                deltas[m].append(_pick(s_cur, m, labels) - _pick(s_base, m, labels))
-        for m in f1_metrics:
-            out[m] = _bootstrap_delta(m, (float(_pick(p_cur, m, labels)[0]),
-                                          float(_pick(p_base, m, labels)[0])),
-                                      np.concatenate(deltas[m]), confidence, True, resamples,
-                                      total, total)
-    if "ece" in wanted:
-        has_cur = joint.bin_cur >= 0
-        has_base = joint.bin_base >= 0
-        if joint.n[has_cur].sum() and joint.n[has_base].sum():
-            (bc, cc, bb, cb), n, (sc, sb) = _engine.reduce_cells(
-                [joint.bin_cur, correct_cur & has_cur, joint.bin_base, correct_base & has_base],
-                joint.n, [joint.conf_cur, joint.conf_base])
-            ece_cur = _engine.EceSide(bc, cc.astype(bool), sc, n, joint.bins)
-            ece_base = _engine.EceSide(bb, cb.astype(bool), sb, n, joint.bins)
-            rng = np.random.default_rng([seed, 2, resamples])
-            point = n[None, :].astype(np.float64)
-            reps = np.concatenate([ece_cur.ece(w) - ece_base.ece(w)
-                                   for w in _engine.multinomial_blocks(n, resamples, rng)])
-            out["ece"] = _bootstrap_delta("ece", (float(ece_cur.ece(point)[0]),
-                                                  float(ece_base.ece(point)[0])), reps,
-                                          confidence, True, resamples, total, total)
+    boot: dict[str, tuple[Evaluator, Evaluator]] = {}
+    for name in wanted:
+        function, method = _metric(name)
+        ev_cur, ev_base = Evaluator(function, side_cur), Evaluator(function, side_base)
+        if math.isnan(ev_cur.point) or math.isnan(ev_base.point):
+            continue  # undefined on a side (e.g. ECE without confidences): nothing to compare
+        if method == "wilson":
+            out[name] = _paired_proportion(name, successes(function, side_cur, name),
+                                           successes(function, side_base, name), joint.n,
+                                           confidence)
+        elif method == "bootstrap":
+            boot[name] = (ev_cur, ev_base)
+        else:
+            out[name] = _point_delta(name, ev_cur.point, ev_base.point, confidence, True, total,
+                                     total)
+    if boot:
+        rng = np.random.default_rng([_joint_fingerprint(joint, labels), 1, resamples])
+        reps: dict[str, list[np.ndarray]] = {name: [] for name in boot}
+        for W in _engine.multinomial_blocks(joint.n, resamples, rng):
+            batch_cur, batch_base = side_cur.batch(W), side_base.batch(W)
+            for name, (ev_cur, ev_base) in boot.items():
+                reps[name].append(ev_cur(batch_cur) - ev_base(batch_base))
+        for name, (ev_cur, ev_base) in boot.items():
+            out[name] = _bootstrap_delta(name, (ev_cur.point, ev_base.point),
+                                         np.concatenate(reps[name]), confidence, True, resamples,
+                                         total, total)
     return {m: out[m] for m in wanted if m in out}
 
 
@@ -329,57 +334,48 @@ def unpaired_cell_deltas(current: Cells, baseline: Cells, *,
                          confidence: float = DEFAULT_CONFIDENCE,
                          resamples: int = DEFAULT_RESAMPLES,
                          metrics: Sequence[str] | None = None) -> dict[str, DeltaInterval]:
-    """:func:`unpaired_deltas` for two runs' :class:`Cells` (over the same label list)."""
+    """:func:`unpaired_deltas` for two runs' :class:`Cells` (over the same label list). Each
+    run's bootstrap draws the resamples of its own interval (``mlobs.stats.intervals``)."""
     if current.labels != baseline.labels:
         raise ValueError("both runs' cells must use the same label list")
+    check_level(confidence)
+    check_resamples(resamples)
     labels = list(current.labels)
     wanted = _wanted(metrics, labels)
     n1, n2 = current.total, baseline.total
     out: dict[str, DeltaInterval] = {}
     if not n1 or not n2:
         return out
-    if "accuracy" in wanted:
-        out["accuracy"] = _unpaired_proportion(
-            "accuracy", int(current.n[current.correct].sum()), n1,
-            int(baseline.n[baseline.correct].sum()), n2, confidence)
-    if "error_rate" in wanted:
-        out["error_rate"] = _unpaired_proportion(
-            "error_rate", int(current.n[current.error].sum()), n1,
-            int(baseline.n[baseline.error].sum()), n2, confidence)
-    f1_metrics = [m for m in wanted if m in ("macro_f1", "weighted_f1") or m.startswith("f1[")]
-    if f1_metrics and labels:
-        scored = []
-        for cells in (current, baseline):
-            (t, p), n, _ = _engine.reduce_cells([cells.true, cells.pred], cells.n)
-            side = _engine.F1Side(t, p, len(labels))
-            rng = cells.rng("f1", resamples)
-            point = side.scores(n[None, :].astype(np.float64))
-            reps = [side.scores(w) for w in _engine.multinomial_blocks(n, resamples, rng)]
-            scored.append((point, {k: np.concatenate([r[k] for r in reps]) for k in point}))
-        (p_cur, r_cur), (p_base, r_base) = scored
-        for m in f1_metrics:
-            out[m] = _bootstrap_delta(
-                m, (float(_pick(p_cur, m, labels)[0]), float(_pick(p_base, m, labels)[0])),
-                _pick(r_cur, m, labels) - _pick(r_base, m, labels), confidence, False,
-                resamples, n1, n2)
-    if "ece" in wanted:
-        sides = [_ece_side(c) for c in (current, baseline)]
-        if all(sides):
-            points, reps = [], []
-            for cells, (side, n) in zip((current, baseline), sides, strict=True):
-                rng = cells.rng("ece", resamples)
-                points.append(float(side.ece(n[None, :].astype(np.float64))[0]))
-                reps.append(np.concatenate([side.ece(w) for w in
-                                            _engine.multinomial_blocks(n, resamples, rng)]))
-            out["ece"] = _bootstrap_delta("ece", (points[0], points[1]), reps[0] - reps[1],
-                                          confidence, False, resamples, n1, n2)
+    sides = (Side(current), Side(baseline))
+    boot: dict[str, tuple[Evaluator, Evaluator]] = {}
+    for name in wanted:
+        function, method = _metric(name)
+        ev_cur, ev_base = (Evaluator(function, side) for side in sides)
+        if math.isnan(ev_cur.point) or math.isnan(ev_base.point):
+            continue
+        if method == "wilson":
+            k1, k2 = (int(side.cells.n[successes(function, side, name)].sum()) for side in sides)
+            out[name] = _unpaired_proportion(name, k1, n1, k2, n2, confidence)
+        elif method == "bootstrap":
+            boot[name] = (ev_cur, ev_base)
+        else:
+            out[name] = _point_delta(name, ev_cur.point, ev_base.point, confidence, False, n1, n2)
+    if boot:
+        reps: list[dict[str, np.ndarray]] = []
+        for k, side in enumerate(sides):
+            cells = side.cells
+            got: dict[str, list[np.ndarray]] = {name: [] for name in boot}
+            for W in _engine.multinomial_blocks(cells.n, resamples,
+                                                cells.rng("metrics", resamples)):
+                batch = side.batch(W)
+                for name, pair in boot.items():
+                    got[name].append(pair[k](batch))
+            reps.append({name: np.concatenate(values) for name, values in got.items()})
+        for name, (ev_cur, ev_base) in boot.items():
+            out[name] = _bootstrap_delta(name, (ev_cur.point, ev_base.point),
+                                         reps[0][name] - reps[1][name], confidence, False,
+                                         resamples, n1, n2)
     return {m: out[m] for m in wanted if m in out}
-
-
-def _pick(scores: dict[str, np.ndarray], metric: str, labels: Sequence[str]) -> np.ndarray:
-    if metric.startswith("f1["):
-        return scores["f1"][:, list(labels).index(metric[3:-1])]
-    return scores[metric]
 
 
 def _joint_fingerprint(joint: JointCounts, labels: Sequence[str]) -> int:

@@ -129,6 +129,11 @@ def decide_gate(metric: str, limit: float, relative: bool, delta: DeltaInterval 
     if significance is None:
         return GateDecision(**common, verdict=FAIL, p_value=None, method="", samples_needed=None,
                             reason=f"{metric} is {worse}.")
+    if not delta.test:  # registered without an interval: nothing to test, the point decides
+        return GateDecision(**common, verdict=FAIL, p_value=None, method=delta.label,
+                            samples_needed=None,
+                            reason=f"{metric} is {worse} (it has no interval to test "
+                                   "significance with: point estimates).")
     p = delta.p_worse
     if not _missing(p) and p <= significance:
         return GateDecision(**common, verdict=FAIL, p_value=p, method=delta.label,

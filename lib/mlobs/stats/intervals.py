@@ -1,9 +1,14 @@
 """Confidence intervals for every headline metric of an evaluation run, from the lake's counts.
 
-- accuracy and error rate: Wilson score intervals (scipy's ``binomtest(...).proportion_ci``);
-- macro F1, weighted F1, per-class precision/recall/F1 and ECE: a percentile bootstrap over the
-  rows, run on the aggregate's cells — each resample is one multinomial draw of the run's row
-  count over its cells (see ``mlobs.stats.cells``), so the cost does not grow with the rows.
+The metrics, and how each one's interval is computed, are the metric registry's
+(:mod:`mlobs.evaluate.registry`: ``interval="wilson"`` or ``"bootstrap"``):
+
+- ``wilson`` (accuracy, error rate — shares of samples): Wilson score intervals (scipy's
+  ``binomtest(...).proportion_ci``) on the samples that count as successes;
+- ``bootstrap`` (macro F1, weighted F1, ECE) and per-class precision/recall/F1: a percentile
+  bootstrap over the rows, run on the aggregate's cells — each resample is one multinomial draw of
+  the run's row count over its cells (see ``mlobs.stats.cells``), so the cost does not grow with
+  the rows. Every metric is evaluated on the same resamples (:mod:`mlobs.stats.batch`).
 
 The bootstrap is seeded from a hash of the counts (and the level and resample count): the same
 counts give the same intervals, byte for byte, on the same numpy. Within a cell every row is
@@ -29,20 +34,21 @@ from typing import Any
 import numpy as np
 
 from mlobs.stats import _engine
+from mlobs.stats.batch import Evaluator, Side, successes
 from mlobs.stats.cells import WHOLE_RUN, Cells, cells_from_aggregate
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 2000
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "ece", "error_rate")
+CLASS_KINDS = ("precision", "recall", "f1")
 
 
 @dataclass(frozen=True)
 class Interval:
     value: float  # the point estimate (NaN when undefined)
-    low: float
+    low: float  # NaN: no interval (the metric is registered without one)
     high: float
     confidence: float
-    method: str  # "Wilson" or "bootstrap percentile, 2000 resamples"
+    method: str  # "Wilson" or "bootstrap percentile, 2000 resamples"; "" without an interval
 
     def __str__(self) -> str:
         from mlobs.stats.format import format_interval
@@ -61,30 +67,37 @@ class ClassIntervals:
 
 @dataclass(frozen=True)
 class MetricIntervals:
+    """One run's (or slice's) headline metrics with their intervals, keyed like the registry.
+
+    A headline metric that is undefined for the run (no sample; ECE without any confidence) has
+    no entry value: ``None``. ``iv.accuracy`` is ``iv.headline_intervals["accuracy"]``."""
+
     n: int
     errors: int
     confidence: float
     resamples: int
-    accuracy: Interval
-    error_rate: Interval
-    macro_f1: Interval
-    weighted_f1: Interval
-    ece: Interval | None  # None: no row has a confidence
+    headline_intervals: dict[str, Interval | None]
     per_class: tuple[ClassIntervals, ...]
 
     def headline(self) -> dict[str, Interval | None]:
-        """Keyed like ``mlobs.evaluate.metrics.Metrics.headline``."""
-        return {name: getattr(self, name) for name in HEADLINE}
+        """Keyed like ``mlobs.evaluate.metrics.Metrics.headline`` (the registry's order)."""
+        return dict(self.headline_intervals)
+
+    def __getattr__(self, name: str) -> Interval | None:
+        headline = self.__dict__.get("headline_intervals")
+        if headline is not None and name in headline:
+            return headline[name]
+        raise AttributeError(name)
 
     def get(self, metric: str) -> Interval | None:
         """A headline metric, or ``f1[<class>]`` / ``precision[<class>]`` / ``recall[<class>]``."""
         if "[" in metric and metric.endswith("]"):
             kind, label = metric[:-1].split("[", 1)
             for c in self.per_class:
-                if c.label == label and kind in ("f1", "precision", "recall"):
+                if c.label == label and kind in CLASS_KINDS:
                     return getattr(c, kind)
             return None
-        return self.headline().get(metric)
+        return self.headline_intervals.get(metric)
 
 
 def check_level(confidence: float) -> float:
@@ -111,6 +124,10 @@ def wilson(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> In
     return Interval(successes / n, float(ci.low), float(ci.high), confidence, "Wilson")
 
 
+def bootstrap_method(resamples: int) -> str:
+    return f"bootstrap percentile, {resamples} resamples"
+
+
 def metric_intervals(
     aggregate: Any,
     *,
@@ -119,69 +136,92 @@ def metric_intervals(
     slice_key: tuple[str, str] = WHOLE_RUN,
     confidence: float = DEFAULT_CONFIDENCE,
     resamples: int = DEFAULT_RESAMPLES,
+    metrics: Sequence[str] | None = None,
+    per_class: bool = True,
 ) -> MetricIntervals:
     """Point estimates and intervals of every headline and per-class metric of one slice (default:
     the whole run) of a lake aggregate (a pyarrow Table from ``engine.aggregate`` or its rows)."""
     cells = cells_from_aggregate(aggregate, labels=labels, bins=bins, slice_key=slice_key)
-    return cell_intervals(cells, confidence=confidence, resamples=resamples)
+    return cell_intervals(cells, confidence=confidence, resamples=resamples, metrics=metrics,
+                          per_class=per_class)
+
+
+def _registered(metrics: Sequence[str] | None):
+    from mlobs.evaluate import registry
+
+    entries = registry.metrics()
+    if metrics is None:
+        return entries
+    unknown = [m for m in metrics if registry.get(m) is None]
+    if unknown:
+        raise ValueError(f"unknown headline metric(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(registry.names())}")
+    return tuple(m for m in entries if m.name in metrics)
 
 
 def cell_intervals(cells: Cells, *, confidence: float = DEFAULT_CONFIDENCE,
-                   resamples: int = DEFAULT_RESAMPLES) -> MetricIntervals:
-    """:func:`metric_intervals` for counts already turned into :class:`Cells`."""
+                   resamples: int = DEFAULT_RESAMPLES, metrics: Sequence[str] | None = None,
+                   per_class: bool = True) -> MetricIntervals:
+    """:func:`metric_intervals` for counts already turned into :class:`Cells`. ``metrics``
+    limits the headline metrics (default: every registered one); ``per_class`` False skips the
+    per-class intervals."""
     check_level(confidence)
     check_resamples(resamples)
+    entries = _registered(metrics)
     n = cells.total
     errors = int(cells.n[cells.error].sum())
-    correct = int(cells.n[cells.correct].sum())
-    k = len(cells.labels)
-    boot = f"bootstrap percentile, {resamples} resamples"
-    nan = Interval(math.nan, math.nan, math.nan, confidence, boot)
+    boot = bootstrap_method(resamples)
     if n == 0:
-        return MetricIntervals(0, 0, confidence, resamples, wilson(0, 0, confidence),
-                               wilson(0, 0, confidence), nan, nan, None,
-                               tuple(ClassIntervals(label, 0, nan, nan, nan) for label in cells.labels))
+        nan = Interval(math.nan, math.nan, math.nan, confidence, boot)
+        return MetricIntervals(0, 0, confidence, resamples, {m.name: None for m in entries},
+                               tuple(ClassIntervals(label, 0, nan, nan, nan)
+                                     for label in cells.labels) if per_class else ())
 
-    # F1 family: only (label, prediction) matter.
-    (true, pred), f1_n, _ = _engine.reduce_cells([cells.true, cells.pred], cells.n)
-    f1_side = _engine.F1Side(true, pred, k)
-    point = f1_side.scores(f1_n[None, :].astype(np.float64))
-    reps = [f1_side.scores(w) for w in
-            _engine.multinomial_blocks(f1_n, resamples, cells.rng("f1", resamples))]
-    stacked = {key: np.concatenate([r[key] for r in reps]) for key in point}
+    side = Side(cells)
+    functions: dict[str, Any] = {}
+    points: dict[str, float] = {}
+    for m in entries:
+        evaluator = Evaluator(m.value, side)
+        points[m.name] = evaluator.point
+        if m.interval == "bootstrap" and not math.isnan(evaluator.point):
+            functions[m.name] = evaluator
+    replicates: dict[str, list[np.ndarray]] = {name: [] for name in functions}
+    class_reps: list[dict[str, np.ndarray]] = []
+    point_batch = side.batch(side.point)
+    if functions or (per_class and cells.labels):
+        for W in _engine.multinomial_blocks(cells.n, resamples, cells.rng("metrics", resamples)):
+            batch = side.batch(W)
+            for name, evaluate in functions.items():
+                replicates[name].append(evaluate(batch))
+            if per_class:
+                class_reps.append({f"{kind}{i}": getattr(c, kind)
+                                   for i, c in enumerate(batch.per_class) for kind in CLASS_KINDS})
 
-    def interval(key: str, column: int | None = None) -> Interval:
-        value = point[key][0] if column is None else point[key][0, column]
-        sample = stacked[key] if column is None else stacked[key][:, column]
+    def from_replicates(value: float, sample: np.ndarray) -> Interval:
         low, high = _engine.percentile_interval(sample, confidence)
         return Interval(float(value), low, high, confidence, boot)
 
-    support_counts = np.asarray(_engine.weighted(f1_n[None, :].astype(np.float64),
-                                                 f1_side.support)).reshape(-1)
-    per_class = tuple(
-        ClassIntervals(label, int(support_counts[i]), interval("precision", i),
-                       interval("recall", i), interval("f1", i))
-        for i, label in enumerate(cells.labels))
+    headline: dict[str, Interval | None] = {}
+    for m in entries:
+        value = points[m.name]
+        if math.isnan(value):
+            headline[m.name] = None
+        elif m.interval == "wilson":
+            hits = successes(m.value, side, m.name)
+            headline[m.name] = wilson(int(cells.n[hits].sum()), n, confidence)
+        elif m.interval == "bootstrap":
+            headline[m.name] = from_replicates(value, np.concatenate(replicates[m.name]))
+        else:
+            headline[m.name] = Interval(value, math.nan, math.nan, confidence, "")
 
-    ece = _ece_interval(cells, confidence, resamples, boot)
-    return MetricIntervals(
-        n=n, errors=errors, confidence=confidence, resamples=resamples,
-        accuracy=wilson(correct, n, confidence), error_rate=wilson(errors, n, confidence),
-        macro_f1=interval("macro_f1") if k else nan,
-        weighted_f1=interval("weighted_f1") if k else nan,
-        ece=ece, per_class=per_class)
-
-
-def _ece_interval(cells: Cells, confidence: float, resamples: int, method: str) -> Interval | None:
-    has_conf = cells.conf_bin >= 0
-    if not cells.n[has_conf].sum():
-        return None
-    (conf_bin, correct), ece_n, (conf_sum,) = _engine.reduce_cells(
-        [np.where(has_conf, cells.conf_bin, -1), cells.correct & has_conf], cells.n,
-        [cells.conf_sum])
-    side = _engine.EceSide(conf_bin, correct, conf_sum, ece_n, cells.bins)
-    value = float(side.ece(ece_n[None, :].astype(np.float64))[0])
-    blocks = _engine.multinomial_blocks(ece_n, resamples, cells.rng("ece", resamples))
-    sample = np.concatenate([side.ece(w) for w in blocks])
-    low, high = _engine.percentile_interval(sample, confidence)
-    return Interval(value, low, high, confidence, method)
+    classes: tuple[ClassIntervals, ...] = ()
+    if per_class:
+        stacked = {key: np.concatenate([r[key] for r in class_reps]) for key in class_reps[0]} \
+            if class_reps else {}
+        classes = tuple(
+            ClassIntervals(c.label, int(round(float(c.support[0]))),
+                           *(from_replicates(float(getattr(c, kind)[0]), stacked[f"{kind}{i}"])
+                             for kind in CLASS_KINDS))
+            for i, c in enumerate(point_batch.per_class))
+    return MetricIntervals(n=n, errors=errors, confidence=confidence, resamples=resamples,
+                           headline_intervals=headline, per_class=classes)

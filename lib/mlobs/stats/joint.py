@@ -87,6 +87,11 @@ class JointCounts:
 
     def side(self, which: str, labels: list[str] | None = None) -> Cells:
         """One run's cells (its marginal), over ``labels`` (default: :meth:`default_labels`)."""
+        return canonical(self.aligned(which, labels))
+
+    def aligned(self, which: str, labels: list[str] | None = None) -> Cells:
+        """One run's outcomes over the joint cells themselves (cell i here is joint cell i, not
+        merged): what a paired comparison evaluates both runs on, with the same weights."""
         if which not in ("current", "baseline"):
             raise ValueError(f"side must be 'current' or 'baseline', got {which!r}")
         cur = which == "current"
@@ -94,11 +99,11 @@ class JointCounts:
         remap = self.class_index(labels)
         pred = self.pred_cur if cur else self.pred_base
         error = self.error_cur if cur else self.error_base
-        return canonical(Cells(
+        return Cells(
             labels=tuple(labels), true=remap[self.label], pred=remap[pred],
             correct=(self.label >= 0) & (pred == self.label),
             error=error, conf_bin=self.bin_cur if cur else self.bin_base,
-            conf_sum=self.conf_cur if cur else self.conf_base, n=self.n, bins=self.bins))
+            conf_sum=self.conf_cur if cur else self.conf_base, n=self.n, bins=self.bins)
 
     def class_index(self, labels: list[str]) -> np.ndarray:
         """Token index (+1 for -1 at the end) → index into ``labels`` or NONE; use as
