@@ -76,7 +76,6 @@ class LoopbackBento:
 
     def __init__(self, openapi: dict, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
-        self.rows_answered = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):

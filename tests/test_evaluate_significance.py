@@ -15,15 +15,14 @@ import csv
 import hashlib
 import json
 import math
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mlobs.cli import cli
+from servers.bento import Double
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "evaluation" / "golden.csv"
@@ -54,48 +53,23 @@ MODELS = {"v1": answer(V1_WRONG), "v2": answer(V2_WRONG)}
 
 
 class TextBento:
-    """``[{"label", "scores"}]`` per text, by the row the text is on (no OpenAPI document)."""
+    """``[{"label", "scores"}]`` per text, by the row the text is on (no OpenAPI document), on the
+    shared loopback Bento; swap ``model`` between runs."""
 
     def __init__(self) -> None:
         self.model = MODELS["v1"]
-        outer = self
+        self.server = Double(lambda texts, _call: (200, [self.scored(t) for t in texts]), docs=None)
+        self.server.__enter__()
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, body: object, status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path in ("/readyz", "/livez", "/healthz"):
-                    self._send("OK")
-                else:
-                    self._send({"error": f"Not Found: {self.path}"}, 404)
-
-            def do_POST(self):
-                texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
-                out = []
-                for text in texts:
-                    label = outer.model(text)
-                    score = 0.5 + (len(text) * 7 % 50) / 100
-                    out.append({"label": label, "scores": {c: score if c == label else
-                                                           round((1 - score) / 2, 4)
-                                                           for c in CLASSES}})
-                self._send(out)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def scored(self, text: str) -> dict:
+        label = self.model(text)
+        score = 0.5 + (len(text) * 7 % 50) / 100
+        return {"label": label, "scores": {c: score if c == label else round((1 - score) / 2, 4)
+                                           for c in CLASSES}}
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")

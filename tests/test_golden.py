@@ -25,10 +25,8 @@ import difflib
 import json
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ from click.testing import CliRunner
 
 import loggen
 from mlobs.cli import cli
+from servers.bento import Double
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -255,41 +254,18 @@ def scored(label: str | None, score: float) -> dict:
 
 
 class RuleBento:
-    """``[{"label", "scores"}]`` per text, like a BentoML service, on 127.0.0.1."""
+    """``[{"label", "scores"}]`` per text, like a BentoML service, on the shared loopback Bento (no
+    OpenAPI document: inputs go as one list per column); swap ``model`` between runs."""
 
     def __init__(self) -> None:
         self.model: Callable[[int], tuple[str | None, float]] = MODELS["v1"]
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, body: object, status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path in ("/readyz", "/livez", "/healthz"):
-                    self._send("OK")
-                else:  # no OpenAPI document: inputs go as one list per column
-                    self._send({"error": f"Not Found: {self.path}"}, 404)
-
-            def do_POST(self):
-                texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
-                self._send([scored(*outer.model(row_of(t))) for t in texts])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.server = Double(lambda texts, _call: (200, [scored(*self.model(row_of(t))) for t in texts]),
+                             docs=None)
+        self.server.__enter__()
+        self.url = self.server.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.shutdown()
 
 
 # (case, model, arguments, exit code): run in this order in one workspace, one table.
